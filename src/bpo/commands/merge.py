@@ -1,0 +1,15 @@
+"""Join the outputs of sharded bootstrap runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from bpo.commands.options import not_built
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    return not_built("merge", "Bootstrap negatives at scale")

@@ -1,0 +1,192 @@
+"""The three records every stage reads and writes (see DESIGN.md, "Records").
+
+- `Sample`: a supervised example; its gold `response` is the chosen answer.
+- `Negative`: one bootstrapped rejected answer for a sample, with its provenance.
+- `Pair`: what DPO trains on.
+
+A prompt is the conversation before the answer: a list of chat messages
+``{"role": "system"|"user"|"assistant", "content": str}``. The sample's image (if
+any) belongs to the first user message; `chat_messages` renders the
+transformers/TRL multimodal form with the image placed there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bpo.errors import RecordError
+
+ROLES = ("system", "user", "assistant")
+
+Message = dict[str, str]
+
+
+def _require_str(data: dict[str, Any], key: str, *, allow_empty: bool = False) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise RecordError(f"field {key!r} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise RecordError(f"field {key!r} is empty")
+    return value
+
+
+def _optional_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RecordError(f"field {key!r} must be a string or null, got {type(value).__name__}")
+    return value
+
+
+def _record_id(data: dict[str, Any]) -> str:
+    value = data.get("id")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RecordError("field 'id' must be a string or an integer")
+    text = str(value)
+    if not text.strip():
+        raise RecordError("field 'id' is empty")
+    return text
+
+
+def validate_prompt(prompt: Any) -> list[Message]:
+    """Check that `prompt` is a non-empty chat ending with a user message."""
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    if not isinstance(prompt, list) or not prompt:
+        raise RecordError("field 'prompt' must be a non-empty list of chat messages")
+    messages: list[Message] = []
+    for i, message in enumerate(prompt):
+        if not isinstance(message, dict):
+            raise RecordError(f"prompt message {i} is not an object")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise RecordError(f"prompt message {i} has role {role!r}; expected one of {ROLES}")
+        if not isinstance(content, str):
+            raise RecordError(f"prompt message {i} content must be a string")
+        messages.append({"role": role, "content": content})
+    if messages[-1]["role"] != "user":
+        raise RecordError("the prompt must end with a user message")
+    return messages
+
+
+def chat_messages(prompt: list[Message], *, with_image: bool) -> list[dict[str, Any]]:
+    """The prompt in the multimodal chat form of transformers processors and TRL.
+
+    Each message's content becomes a list of typed parts; with `with_image`, an
+    ``{"type": "image"}`` part opens the first user message.
+    """
+    rendered: list[dict[str, Any]] = []
+    image_placed = not with_image
+    for message in prompt:
+        parts: list[dict[str, str]] = []
+        if not image_placed and message["role"] == "user":
+            parts.append({"type": "image"})
+            image_placed = True
+        parts.append({"type": "text", "text": message["content"]})
+        rendered.append({"role": message["role"], "content": parts})
+    return rendered
+
+
+@dataclass
+class Sample:
+    """A supervised example: image, prompt and gold response."""
+
+    id: str
+    image: str | None
+    prompt: list[Message]
+    response: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sample:
+        if not isinstance(data, dict):
+            raise RecordError("a sample must be a JSON object")
+        record_id = _record_id(data)
+        try:
+            meta = data.get("meta") or {}
+            if not isinstance(meta, dict):
+                raise RecordError("field 'meta' must be an object")
+            return cls(
+                id=record_id,
+                image=_optional_str(data, "image"),
+                prompt=validate_prompt(data.get("prompt")),
+                response=_require_str(data, "response"),
+                meta=meta,
+            )
+        except RecordError as error:
+            raise RecordError(error.reason, record_id=record_id) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def question(self) -> str:
+        """The last user message: the question the response answers."""
+        return self.prompt[-1]["content"]
+
+
+@dataclass
+class Negative:
+    """A rejected answer bootstrapped for one sample, with the parameters that made it."""
+
+    id: str
+    sample_id: str
+    strategy: str
+    text: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Negative:
+        if not isinstance(data, dict):
+            raise RecordError("a negative must be a JSON object")
+        record_id = _record_id(data)
+        try:
+            params = data.get("params") or {}
+            if not isinstance(params, dict):
+                raise RecordError("field 'params' must be an object")
+            return cls(
+                id=record_id,
+                sample_id=_require_str(data, "sample_id"),
+                strategy=_require_str(data, "strategy"),
+                text=_require_str(data, "text", allow_empty=True),
+                params=params,
+            )
+        except RecordError as error:
+            raise RecordError(error.reason, record_id=record_id) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Pair:
+    """A preference pair: chosen = gold, rejected = bootstrapped."""
+
+    id: str
+    image: str | None
+    prompt: list[Message]
+    chosen: str
+    rejected: str
+    strategy: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Pair:
+        if not isinstance(data, dict):
+            raise RecordError("a pair must be a JSON object")
+        record_id = _record_id(data)
+        try:
+            return cls(
+                id=record_id,
+                image=_optional_str(data, "image"),
+                prompt=validate_prompt(data.get("prompt")),
+                chosen=_require_str(data, "chosen"),
+                rejected=_require_str(data, "rejected", allow_empty=True),
+                strategy=_require_str(data, "strategy"),
+            )
+        except RecordError as error:
+            raise RecordError(error.reason, record_id=record_id) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
