@@ -164,7 +164,7 @@ class JsonlWriter:
             self.ids = IdIndex()
         self.resumed = len(self.ids)
         self.written = 0
-        self._handle = open(self.path, "a" if resume else "w", encoding="utf-8")
+        self._handle = open(self.path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def __contains__(self, record_id: str) -> bool:
         return record_id in self.ids
