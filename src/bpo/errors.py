@@ -33,7 +33,7 @@ class RecordError(BpoError):
         reason: what is wrong, in words.
         record_id: the id of the record, when it is known.
         path: the file the record came from (or the image file at fault).
-        line: the 1-based line (JSONL) or item index (JSON array) in `path`.
+        line: the 1-based line in `path` (a JSON array item's index goes in `reason`).
         kind: a short stable label used to count skipped records by cause.
     """
 

@@ -127,6 +127,11 @@ class Sample:
         return self.prompt[-1]["content"]
 
 
+def negative_id(sample_id: str, strategy: str, k: int) -> str:
+    """The stable id of negative `k` of a sample: re-runs and shards agree on it."""
+    return f"{sample_id}/{strategy}/{k}"
+
+
 @dataclass
 class Negative:
     """A rejected answer bootstrapped for one sample, with the parameters that made it."""
