@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 
@@ -18,3 +22,48 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if marker in item.keywords:
                 item.add_marker(skip)
+
+
+# --- tiny models and real photos (bpo.tiny_model) ----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LLaVA-1.5 checkpoint (CLIP + Llama), built once per session.
+
+    Load it with `AutoModelForImageTextToText` / `AutoProcessor`; do not write into it.
+    """
+    from bpo.tiny_model import build_tiny_model
+
+    return build_tiny_model("llava", tmp_path_factory.mktemp("tiny-llava"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2vl_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2-VL checkpoint, built once per session.
+
+    Without torchvision, this also applies `allow_processors_without_torchvision`
+    (for the whole session), so `AutoProcessor.from_pretrained` loads it.
+    """
+    from bpo.tiny_model import allow_processors_without_torchvision, build_tiny_model
+
+    allow_processors_without_torchvision()
+    return build_tiny_model("qwen2-vl", tmp_path_factory.mktemp("tiny-qwen2-vl"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def photo_by_name() -> Callable[[str], Any]:
+    """Returns a real photo from `skimage.data` by name (astronaut, chelsea, coffee, rocket ...) as RGB PIL."""
+    from PIL import Image
+    from skimage import data
+
+    def load(name: str) -> Any:
+        return Image.fromarray(getattr(data, name)()).convert("RGB")
+
+    return load
+
+
+@pytest.fixture
+def photo(photo_by_name: Callable[[str], Any]) -> Any:
+    """A real photo (skimage's astronaut, 512x512 RGB) as a PIL image."""
+    return photo_by_name("astronaut")
