@@ -1,0 +1,315 @@
+"""Local generation with transformers: batched, left-padded `model.generate`.
+
+A vision-language checkpoint loads as `AutoModelForImageTextToText` with its
+`AutoProcessor`; a text-only one (no vision config, e.g. the base LLM that
+rewrites answers for llm-injection) as `AutoModelForCausalLM` with its
+`AutoTokenizer`. Both render prompts with the checkpoint's own chat template.
+
+Seeds. Requests are grouped by sampling settings and generated in batches.
+Sampling draws each row's token with its own `torch.Generator`, seeded from the
+request's seed (the Gumbel-max trick: the argmax of logits/T plus Gumbel noise is
+a draw from softmax(logits/T), after top-p filtering). So a request's seed fixes
+its text whatever else shares its batch, and a resumed or sharded run samples
+what an uninterrupted one would (up to float differences that padding causes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bpo.backends.base import (
+    Completion,
+    GenerationRequest,
+    check_request,
+    multimodal_messages,
+    sampling_key,
+)
+from bpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+# A Hugging Face hub id: "name" or "org/name" (letters, digits, "-", "_", ".").
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def resolve_model_path(model: str | Path) -> str:
+    """A local model directory or a plausible hub name; anything else is a ConfigError."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists():
+        raise ConfigError(f"model {str(model)!r} is a file; expected a model directory")
+    if isinstance(model, str) and _HUB_NAME.fullmatch(model):
+        return model
+    raise ConfigError(
+        f"model {str(model)!r}: no such directory, and not a Hugging Face hub name (org/name)"
+    )
+
+
+class HFBackend:
+    """Generates with a transformers model on this machine.
+
+    Args:
+        model: a model directory (or hub name) saved with `save_pretrained`.
+        device: where to run, e.g. "cpu", "cuda", "cuda:1".
+        dtype: "auto" (the checkpoint's), "float32", "float16" or "bfloat16".
+        batch_size: the most requests generated together.
+        trust_remote_code: run code shipped with the checkpoint; off unless asked.
+    """
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        device: str = "cpu",
+        dtype: str = "auto",
+        batch_size: int = 16,
+        trust_remote_code: bool = False,
+    ) -> None:
+        import torch
+        import transformers
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+        )
+
+        from bpo.tiny_model import allow_processors_without_torchvision
+
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA device")
+        self.model_name = str(model)
+        self.batch_size = batch_size
+        self.device = device
+        path = resolve_model_path(model)
+        options: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        try:
+            config = transformers.AutoConfig.from_pretrained(path, **options)
+            self.is_vision = (
+                config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+                or getattr(config, "vision_config", None) is not None
+            )
+            torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+            if self.is_vision:
+                # Qwen2-VL-style processors (with a video part) need torchvision in
+                # transformers 5 even for images; where it is missing (the CPU set-up),
+                # load them for images only. A no-op where torchvision is installed.
+                allow_processors_without_torchvision()
+                self.processor: Any = transformers.AutoProcessor.from_pretrained(path, **options)
+                self.tokenizer: Any = self.processor.tokenizer
+                auto_model: Any = transformers.AutoModelForImageTextToText
+            else:
+                self.processor = self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                    path, **options
+                )
+                auto_model = transformers.AutoModelForCausalLM
+            self.model: Any = auto_model.from_pretrained(path, dtype=torch_dtype, **options)
+        except (OSError, ValueError, KeyError, ImportError) as error:
+            raise ConfigError(f"cannot load model {self.model_name!r}: {error}") from error
+        if getattr(self.processor, "chat_template", None) is None:
+            raise ConfigError(f"model {self.model_name!r} has no chat template")
+        # Decoder-only generation continues from the last position: pad on the left.
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.to(device).eval()
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self._eos_ids = set(eos if isinstance(eos, list) else [eos])
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, progress: bool = False
+    ) -> list[str]:
+        """One generated text per request, in order (see the module docstring on seeds)."""
+        return [completion.text for completion in self.complete(requests, progress=progress)]
+
+    def complete(
+        self, requests: Sequence[GenerationRequest], *, progress: bool = False
+    ) -> list[Completion]:
+        """Like `generate`, with token counts and the reason each generation stopped."""
+        from tqdm.auto import tqdm
+
+        for request in requests:
+            check_request(request)
+            if request.image is not None and not self.is_vision:
+                raise ConfigError(f"model {self.model_name!r} is text-only; it cannot take images")
+        # Batch only requests that share sampling settings (and image or not); longest
+        # first within a group, so batches hold similar lengths (less padding) and an
+        # out-of-memory error shows on the first batch rather than the last.
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for index, request in enumerate(requests):
+            key = (*sampling_key(request), request.image is not None)
+            groups.setdefault(key, []).append(index)
+        results: list[Completion | None] = [None] * len(requests)
+        with tqdm(
+            total=len(requests), desc="generating", unit="sample", disable=not progress
+        ) as bar:
+            for indices in groups.values():
+                indices.sort(key=lambda i: -sum(len(m["content"]) for m in requests[i].messages))
+                for start in range(0, len(indices), self.batch_size):
+                    chunk = indices[start : start + self.batch_size]
+                    batch = [requests[i] for i in chunk]
+                    for i, completion in zip(chunk, self._generate_batch(batch), strict=True):
+                        results[i] = completion
+                    bar.update(len(chunk))
+        return [completion for completion in results if completion is not None]
+
+    def _inputs(self, requests: Sequence[GenerationRequest]) -> Any:
+        """Tokenized, left-padded prompts (and pixel values) on the model's device."""
+        if self.is_vision:
+            conversations = []
+            for request in requests:
+                messages = multimodal_messages(request)
+                for message in messages:
+                    for part in message["content"]:
+                        if part["type"] == "image":
+                            part["image"] = request.image
+                conversations.append(messages)
+            # sanitize_control_tokens: text in a prompt cannot write control tokens (an
+            # "<image>" in a question stays text instead of claiming a missing image).
+            inputs = self.processor.apply_chat_template(
+                conversations,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                sanitize_control_tokens=True,
+                processor_kwargs={"padding": True},
+            )
+            # Pixel values in the model's dtype (bfloat16 on GPU); token ids stay integers.
+            return inputs.to(self.model.device, dtype=self.model.dtype)
+        inputs = self.tokenizer.apply_chat_template(
+            [request.messages for request in requests],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            sanitize_control_tokens=True,
+            padding=True,
+        )
+        return inputs.to(self.model.device)
+
+    def _generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        first = requests[0]
+        # Sampling is greedy decoding over Gumbel-perturbed, temperature-scaled,
+        # top-p-filtered logits; there is no top-k (transformers' default of 50 would
+        # apply otherwise), as in the OpenAI API and vLLM.
+        processors = LogitsProcessorList()
+        if first.temperature > 0:
+            from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+            processors.append(TemperatureLogitsWarper(first.temperature))
+            if first.top_p < 1.0:
+                processors.append(TopPLogitsWarper(first.top_p))
+            processors.append(_PerRowGumbel([request.seed for request in requests]))
+        inputs = self._inputs(requests)
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=first.max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                do_sample=False,
+                logits_processor=processors,
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        return [
+            self._completion(text, row, int(prompt_length))
+            for text, row, prompt_length in zip(texts, new_tokens, prompt_lengths, strict=True)
+        ]
+
+    def _completion(self, text: str, row: torch.Tensor, prompt_length: int) -> Completion:
+        for position, token in enumerate(row.tolist()):
+            if token in self._eos_ids:
+                return Completion(text.strip(), prompt_length, position + 1, "stop")
+        return Completion(text.strip(), prompt_length, len(row), "length")
+
+    def score(self, requests: Sequence[GenerationRequest], responses: Sequence[str]) -> list[float]:
+        """The summed log-probability of each response given its prompt (and image).
+
+        Prompt and response are tokenized separately and concatenated, as TRL's DPO
+        trainer does, so the score matches what training sees. One request per
+        forward pass: no padding, hence exact and independent of the other requests.
+        """
+        import torch
+
+        if len(requests) != len(responses):
+            raise ConfigError(f"{len(requests)} requests but {len(responses)} responses")
+        scores = []
+        for request, response in zip(requests, responses, strict=True):
+            inputs = self._inputs([request])
+            prompt_ids = inputs["input_ids"]
+            response_ids = torch.tensor(
+                [self.tokenizer(response, add_special_tokens=False)["input_ids"]],
+                dtype=prompt_ids.dtype,
+                device=prompt_ids.device,
+            )
+            if response_ids.shape[1] == 0:
+                scores.append(0.0)
+                continue
+            # Extend every per-token input (attention mask, token type ids such as
+            # Qwen2-VL's mm_token_type_ids) over the response: attended, text (0).
+            for key, value in list(inputs.items()):
+                if key == "input_ids":
+                    inputs[key] = torch.cat([value, response_ids], dim=1)
+                elif torch.is_tensor(value) and value.shape == prompt_ids.shape:
+                    fill = torch.ones_like if key == "attention_mask" else torch.zeros_like
+                    inputs[key] = torch.cat([value, fill(response_ids)], dim=1)
+            with torch.inference_mode():
+                logits = self.model(**inputs).logits[0, prompt_ids.shape[1] - 1 : -1].float()
+            logps = torch.log_softmax(logits, dim=-1).gather(1, response_ids[0].unsqueeze(1))
+            scores.append(float(logps.sum()))
+        return scores
+
+    def close(self) -> None:
+        """Drop the model so its memory can be reclaimed."""
+        self.model = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+class _PerRowGumbel:
+    """Adds Gumbel noise to each row's scores from that row's own seeded generator.
+
+    With greedy decoding this samples every row independently of the others (the
+    Gumbel-max trick), so a request's seed alone decides its text.
+    """
+
+    def __init__(self, seeds: Sequence[int | None]) -> None:
+        import torch
+
+        self.generators = []
+        for seed in seeds:
+            generator = torch.Generator()
+            if seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(seed)
+            self.generators.append(generator)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        uniform = torch.stack(
+            [torch.rand(scores.shape[-1], generator=g) for g in self.generators]
+        ).to(scores.device)
+        # -log(-log(U)), with U kept off 0 and 1 so the noise stays finite.
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1.0 - 1e-7)))
+        return scores.float() + gumbel

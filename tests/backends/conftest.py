@@ -1,0 +1,170 @@
+"""Fixtures for the backend tests: real server processes on loopback, a tiny text LLM."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+HERE = Path(__file__).parent
+API_KEY = "test-key-not-secret"
+
+
+@dataclass
+class Process:
+    """A server started as its own process, with the URL it printed."""
+
+    popen: subprocess.Popen[str]
+    url: str
+    stderr_path: Path
+    api_key: str | None = None
+
+    def stop(self) -> int:
+        """SIGTERM, as a scheduler or `docker stop` would send; the exit status."""
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            raise
+
+
+def _start(
+    argv: list[str], stderr_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=stderr_path.open("w"),
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _wait_for_url(popen: subprocess.Popen[str], stderr_path: Path, timeout: float = 180) -> str:
+    """The http:// URL from the first stdout line that has one; stdout is drained after."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump(stream: IO[str]) -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    assert popen.stdout is not None
+    threading.Thread(target=pump, args=(popen.stdout,), daemon=True).start()
+    while True:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            popen.kill()
+            raise RuntimeError(
+                f"no URL within {timeout}s; stderr: {stderr_path.read_text()}"
+            ) from None
+        if line is None:
+            raise RuntimeError(f"server exited ({popen.wait()}): {stderr_path.read_text()}")
+        if "http://" in line:
+            return line.strip().split()[-1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread while these tests run (restored after each module).
+
+    Tiny models gain nothing from intra-op threads, and on a shared 2-core machine
+    two spinning threads per process made these tests 5-7x slower.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of `fault_server.py` running in its own process."""
+    stderr_path = tmp_path_factory.mktemp("fault-server") / "stderr.txt"
+    popen = _start([sys.executable, str(HERE / "fault_server.py")], stderr_path)
+    try:
+        yield _wait_for_url(popen, stderr_path)
+    finally:
+        popen.kill()
+        popen.wait()
+
+
+@pytest.fixture(scope="session")
+def served(
+    tiny_llava_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Process]]:
+    """Two `bpo serve` processes on free loopback ports, started side by side.
+
+    - ``main``: an API key is required (`API_KEY`), a 200 kB body limit.
+    - ``queue``: one request waits at most, one generates at a time (for 429).
+
+    Teardown sends SIGTERM and checks that each exits cleanly (status 0).
+    """
+    folder = tmp_path_factory.mktemp("serve")
+    serve = [
+        sys.executable,
+        "-m",
+        "bpo.cli",
+        "serve",
+        "--model",
+        str(tiny_llava_path),
+        "--port",
+        "0",
+    ]
+    options = {
+        "main": [
+            "--served-model-name", "tiny-llava", "--api-key-env", "BPO_TEST_KEY",
+            "--max-body-bytes", "200000",
+        ],
+        "queue": ["--served-model-name", "tiny-llava", "--max-queue", "1", "--max-batch", "1"],
+    }  # fmt: skip
+    popens = {
+        name: _start(
+            serve + extra,
+            folder / f"{name}.stderr",
+            {"BPO_TEST_KEY": API_KEY, "OMP_NUM_THREADS": "1"},
+        )
+        for name, extra in options.items()
+    }
+    processes = {}
+    for name, popen in popens.items():
+        stderr_path = folder / f"{name}.stderr"
+        api_key = API_KEY if "--api-key-env" in options[name] else None
+        processes[name] = Process(popen, _wait_for_url(popen, stderr_path), stderr_path, api_key)
+    yield processes
+    for name, process in processes.items():
+        status = process.stop()
+        assert status == 0, f"{name}: exit {status} on SIGTERM: {process.stderr_path.read_text()}"
+        assert "stopping" in process.stderr_path.read_text()
+
+
+@pytest.fixture(scope="session")
+def tiny_text_llm_path(tiny_llava_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama causal LM (text only) with the tiny LLaVA's tokenizer and template."""
+    import torch
+    from transformers import AutoConfig, AutoProcessor, LlamaForCausalLM
+
+    processor = AutoProcessor.from_pretrained(tiny_llava_path)
+    tokenizer = processor.tokenizer
+    tokenizer.chat_template = processor.chat_template
+    text_config = AutoConfig.from_pretrained(tiny_llava_path).text_config
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(text_config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    out = tmp_path_factory.mktemp("tiny-text-llm")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
