@@ -1,15 +1,156 @@
-"""Bootstrap rejected responses: image-weakening, llm-injection, cooccurrence."""
+"""Bootstrap rejected responses for each sample, resumably.
+
+Strategies:
+  image-weakening  the VLM answers the sample's question on a distorted image
+                   (--backend/--model: a VLM)
+  llm-injection    a text LLM rewrites the gold answer with common but wrong
+                   details (--backend/--model: a text model)
+  cooccurrence     no model: objects that usually co-occur with those present
+                   are inserted or substituted, counts and colours changed
+
+Re-running the same command resumes: samples already done are skipped and no
+negative id is written twice. --shard i/n splits the work; `bpo merge` joins.
+
+Example:
+  bpo bootstrap samples.json --strategy image-weakening --backend hf \\
+      --model runs/tiny-llava --image-root images --out negatives.jsonl
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
-from bpo.commands.options import not_built
+from bpo.commands.options import add_image_root, add_model_options, add_on_error, backend_options
+
+STRATEGIES = ("image-weakening", "llm-injection", "cooccurrence")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("samples", help="samples file (LLaVA JSON, ShareGPT4V, BPO release, JSONL)")
+    parser.add_argument("--strategy", choices=STRATEGIES, required=True)
+    parser.add_argument("--out", required=True, help="negatives JSONL (resumed if it exists)")
+    parser.add_argument("--format", default="auto", help="samples format (default: detect)")
+    add_image_root(parser)
+    add_on_error(parser)
+    parser.add_argument("--num-negatives", type=int, default=1, help="negatives per sample")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=16, help="samples per batch")
+    parser.add_argument("--shard", default="0/1", help="i/n: handle every n-th sample from i")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    add_model_options(parser, title="model (image-weakening, llm-injection)")
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--temperature", type=float, default=1.0)
+    sampling.add_argument("--top-p", type=float, default=1.0)
+    sampling.add_argument("--max-new-tokens", type=int, default=256)
+
+    weakening = parser.add_argument_group("image-weakening")
+    weakening.add_argument("--distortion", default="diffusion", help="see `bpo distort`")
+    weakening.add_argument("--step", type=int, default=500, help="diffusion step t of 1000")
+    weakening.add_argument(
+        "--distortion-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another distortion parameter (repeatable)",
+    )
+
+    injection = parser.add_argument_group("llm-injection and cooccurrence")
+    injection.add_argument("--style", choices=("instruction", "few-shot"), default="instruction")
+    injection.add_argument("--template", help="llm-injection: prompt template file")
+    injection.add_argument("--lexicon", help="cooccurrence: object lexicon file extending COCO's")
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """KEY=VALUE strings to a dict, values read as int, float or string."""
+    from bpo.errors import ConfigError
+
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected KEY=VALUE, got {pair!r}")
+        value: Any = text
+        for cast in (int, float):
+            try:
+                value = cast(text)
+                break
+            except ValueError:
+                pass
+        params[key] = value
+    return params
+
+
+def build_backend(args: argparse.Namespace) -> Any:
+    from bpo.backends import get_backend
+    from bpo.errors import ConfigError
+
+    if not args.model:
+        raise ConfigError(f"--strategy {args.strategy} needs --model")
+    options = backend_options(
+        args.backend,
+        args,
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        batch_size=args.batch_size * args.num_negatives,
+    )
+    return get_backend(args.backend, model=args.model, **options)
+
+
+def build_strategy(args: argparse.Namespace) -> Any:
+    if args.strategy == "cooccurrence":
+        from bpo.bootstrap.cooccurrence import CooccurrenceInjector
+        from bpo.lexicon import ObjectLexicon
+
+        lexicon = ObjectLexicon.default()
+        if args.lexicon:
+            lexicon = lexicon.extend(ObjectLexicon.load(args.lexicon))
+        return CooccurrenceInjector(lexicon)
+    sampling = {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "max_new_tokens": args.max_new_tokens,
+    }
+    if args.strategy == "llm-injection":
+        from bpo.bootstrap.llm_injection import LlmInjector
+
+        return LlmInjector(
+            build_backend(args), style=args.style, template_path=args.template, **sampling
+        )
+    from bpo.bootstrap.image_weakening import ImageWeakening
+
+    params = {"step": args.step} if args.distortion == "diffusion" else {}
+    params.update(parse_params(args.distortion_param))
+    return ImageWeakening(
+        build_backend(args), distortion=args.distortion, distortion_params=params, **sampling
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("bootstrap", "Bootstrap negatives at scale")
+    from bpo.bootstrap.runner import Shard, run_bootstrap
+    from bpo.errors import ErrorPolicy
+
+    shard = Shard.parse(args.shard)
+    strategy = build_strategy(args)
+    summary = run_bootstrap(
+        args.samples,
+        strategy,
+        args.out,
+        image_root=args.image_root,
+        format=args.format,
+        num_negatives=args.num_negatives,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        shard=shard,
+        policy=ErrorPolicy(on_error=args.on_error),
+        progress=not args.no_progress,
+    )
+    print(
+        f"{summary.negatives_written} negatives for {summary.samples_done} samples written to "
+        f"{args.out} ({summary.samples_resumed} samples already done; "
+        f"dropped: {dict(summary.dropped) or 0}; errors: {dict(summary.errors) or 0})",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,15 +1,28 @@
-"""Join the outputs of sharded bootstrap runs."""
+"""Join the outputs of sharded `bpo bootstrap --shard i/n` runs into one file.
+
+Their `.log.jsonl` files are merged too, so the merged output can be resumed.
+Each id is written once; merging again is harmless.
+
+Example:
+  bpo merge negatives.0.jsonl negatives.1.jsonl --out negatives.jsonl
+"""
 
 from __future__ import annotations
 
 import argparse
-
-from bpo.commands.options import not_built
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("inputs", nargs="+", help="shard outputs (JSONL)")
+    parser.add_argument("--out", required=True, help="merged JSONL")
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("merge", "Bootstrap negatives at scale")
+    from bpo.bootstrap.runner import merge_outputs
+
+    written, skipped = merge_outputs(args.inputs, args.out)
+    print(
+        f"merged {written} records into {args.out} ({skipped} duplicates skipped)", file=sys.stderr
+    )
+    return 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+BACKENDS = ("hf", "openai", "vllm")
 
 
 def add_on_error(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +23,44 @@ def add_image_root(parser: argparse.ArgumentParser, *, required: bool = False) -
         required=required,
         help="folder the records' image paths are relative to; paths may not leave it",
     )
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, title: str) -> None:
+    """The flags that choose a generation backend and its model."""
+    model = parser.add_argument_group(title)
+    model.add_argument("--model", help="model directory, hub name, or served model name")
+    model.add_argument("--backend", choices=BACKENDS, default="hf")
+    model.add_argument("--base-url", help="openai: server URL, e.g. http://127.0.0.1:8000/v1")
+    model.add_argument("--api-key-env", default="OPENAI_API_KEY", help="openai: key variable")
+    model.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    model.add_argument("--device", default="cpu", help="hf: device")
+    model.add_argument("--dtype", default="auto", help="hf/vllm: torch dtype")
+    model.add_argument("--trust-remote-code", action="store_true", help="hf/vllm: allow it")
+
+
+def backend_options(
+    kind: str,
+    args: argparse.Namespace,
+    *,
+    base_url: str | None,
+    api_key_env: str,
+    batch_size: int,
+) -> dict[str, Any]:
+    """The keyword options `bpo.backends.get_backend(kind, model=...)` takes, from the flags."""
+    from bpo.errors import ConfigError
+
+    if kind == "openai":
+        if not base_url:
+            raise ConfigError("an openai backend needs its server URL (--base-url)")
+        return {"base_url": base_url, "api_key_env": api_key_env, "concurrency": args.concurrency}
+    if kind == "vllm":
+        return {"dtype": args.dtype, "trust_remote_code": args.trust_remote_code}
+    return {
+        "device": args.device,
+        "dtype": args.dtype,
+        "batch_size": batch_size,
+        "trust_remote_code": args.trust_remote_code,
+    }
 
 
 def not_built(command: str, issue: str) -> int:

@@ -1,0 +1,266 @@
+"""Runs a bootstrap strategy over a samples file: batched, resumable, shardable.
+
+Two files are written side by side, both append-only:
+
+- ``OUT`` (negatives.jsonl): one `Negative` per line, stable ids.
+- ``OUT.log.jsonl``: one line per finished sample (`status` ok, dropped or error).
+
+A sample counts as done once its log line is written, after its negatives; so a
+crash (even ``kill -9``) loses at most the batch in flight, and a re-run skips
+done samples and never writes a negative id twice. Samples that failed (status
+error) are retried on a re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bpo.bootstrap.base import BootstrapStrategy
+from bpo.data.jsonl import JsonlWriter, iter_jsonl
+from bpo.data.records import Sample
+from bpo.errors import BpoError, ConfigError, ErrorPolicy, RecordError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: the samples whose position in the file is index mod count."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            index_text, count_text = text.split("/")
+            shard = cls(int(index_text), int(count_text))
+        except ValueError:
+            raise ConfigError(f"--shard takes i/n (e.g. 0/4), got {text!r}") from None
+        if shard.count < 1 or not 0 <= shard.index < shard.count:
+            raise ConfigError(f"--shard {text}: need 0 <= i < n")
+        return shard
+
+    def __contains__(self, position: int) -> bool:
+        return position % self.count == self.index
+
+
+@dataclass
+class BootstrapSummary:
+    """What a run did; saved as ``OUT.summary.json``."""
+
+    strategy: str
+    samples_done: int = 0
+    samples_resumed: int = 0
+    negatives_written: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "samples_done": self.samples_done,
+            "samples_resumed": self.samples_resumed,
+            "negatives_written": self.negatives_written,
+            "dropped": dict(self.dropped),
+            "errors": dict(self.errors),
+        }
+
+
+def log_path(out: str | os.PathLike[str]) -> Path:
+    return Path(f"{out}.log.jsonl")
+
+
+def _done_samples(path: Path) -> set[str]:
+    done: set[str] = set()
+    if not path.exists():
+        return done
+    for _, entry in iter_jsonl(path):
+        if isinstance(entry, dict) and entry.get("status") in ("ok", "dropped"):
+            done.add(str(entry["sample_id"]))
+    return done
+
+
+def _batches(
+    samples: Iterator[Sample],
+    *,
+    strategy: BootstrapStrategy,
+    image_root: str | os.PathLike[str] | None,
+    batch_size: int,
+    policy: ErrorPolicy,
+    log: JsonlWriter,
+) -> Iterator[list[tuple[Sample, Image.Image | None]]]:
+    from bpo.data.images import load_image
+
+    batch: list[tuple[Sample, Image.Image | None]] = []
+    for sample in samples:
+        image = None
+        if strategy.needs_image:
+            if sample.image is None:
+                error = RecordError("this strategy needs an image", record_id=sample.id)
+                _log_error(log, sample.id, error, policy)
+                continue
+            try:
+                image = load_image(sample.image, image_root, record_id=sample.id)
+            except RecordError as error:
+                _log_error(log, sample.id, error, policy)
+                continue
+        batch.append((sample, image))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _log_error(log: JsonlWriter, sample_id: str, error: RecordError, policy: ErrorPolicy) -> None:
+    policy.handle(error)  # raises under --on-error raise
+    log.write(
+        {"id": f"{sample_id}#error", "sample_id": sample_id, "status": "error", **error.to_dict()}
+    )
+
+
+def run_bootstrap(
+    samples_path: str | os.PathLike[str],
+    strategy: BootstrapStrategy,
+    out: str | os.PathLike[str],
+    *,
+    image_root: str | os.PathLike[str] | None = None,
+    format: str = "auto",
+    num_negatives: int = 1,
+    seed: int = 0,
+    batch_size: int = 16,
+    shard: Shard = Shard(),
+    policy: ErrorPolicy | None = None,
+    progress: bool = True,
+) -> BootstrapSummary:
+    """Bootstrap negatives for every sample of `samples_path` (in this shard) into `out`.
+
+    Args:
+        samples_path: a samples file in any format `bpo.data.formats` reads.
+        strategy: the bootstrap strategy.
+        out: the negatives JSONL; an existing one is resumed.
+        image_root: the folder image paths are relative to.
+        format: the samples file's format ("auto" detects it).
+        num_negatives: negatives asked for per sample.
+        seed: the run's seed; each negative's own seed derives from it and the sample id.
+        batch_size: samples per call to the strategy.
+        shard: which share of the samples this process handles.
+        policy: what to do with bad records (default: raise).
+        progress: show a progress bar.
+
+    Returns:
+        The run's summary, also saved as ``OUT.summary.json``.
+    """
+    from tqdm.auto import tqdm
+
+    from bpo.data.formats import read_samples
+
+    if num_negatives < 1:
+        raise ConfigError("num_negatives must be at least 1")
+    if batch_size < 1:
+        raise ConfigError("batch_size must be at least 1")
+    policy = policy or ErrorPolicy()
+    summary = BootstrapSummary(strategy=strategy.name)
+
+    # Reading problems are reported once, in the generation pass below.
+    quiet = ErrorPolicy(on_error="skip")
+    strategy.fit(read_samples(samples_path, format=format, policy=quiet))
+    total = sum(
+        1
+        for position, _ in enumerate(read_samples(samples_path, format=format, policy=quiet))
+        if position in shard
+    )
+
+    done = _done_samples(log_path(out))
+    with JsonlWriter(out) as writer, JsonlWriter(log_path(out)) as log:
+        bar = tqdm(
+            total=total, desc=f"bootstrap {strategy.name}", unit="sample", disable=not progress
+        )
+
+        def pending() -> Iterator[Sample]:
+            for position, sample in enumerate(
+                read_samples(samples_path, format=format, policy=policy)
+            ):
+                if position not in shard:
+                    continue
+                # The bar counts samples read; it runs at most one batch ahead.
+                bar.update(1)
+                if sample.id in done:
+                    summary.samples_resumed += 1
+                    continue
+                yield sample
+
+        for batch in _batches(
+            pending(),
+            strategy=strategy,
+            image_root=image_root,
+            batch_size=batch_size,
+            policy=policy,
+            log=log,
+        ):
+            try:
+                results = strategy.generate(batch, num_negatives=num_negatives, seed=seed)
+            except BpoError as error:
+                if policy.on_error == "raise":
+                    raise
+                for sample, _ in batch:
+                    failure = RecordError(str(error), record_id=sample.id, kind="generation-failed")
+                    _log_error(log, sample.id, failure, policy)
+                continue
+            for (sample, _), negatives in zip(batch, results, strict=True):
+                for negative in negatives:
+                    if writer.write(negative):
+                        summary.negatives_written += 1
+                status = "ok" if negatives else "dropped"
+                log.write({"id": sample.id, "sample_id": sample.id, "status": status})
+                summary.samples_done += 1
+        bar.close()
+
+    summary.dropped.update(strategy.dropped)
+    summary.errors.update(policy.counts)
+    Path(f"{out}.summary.json").write_text(
+        json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8"
+    )
+    policy.report(f"{out}.skipped.json")
+    return summary
+
+
+def merge_outputs(
+    inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str]
+) -> tuple[int, int]:
+    """Join sharded bootstrap outputs (and their logs) into one, each id once.
+
+    Records are copied in input order; an id already written is skipped (the
+    first copy wins), so merging is idempotent and can be resumed.
+
+    Returns:
+        (records written, duplicates skipped).
+    """
+    written = skipped = 0
+    for source, target in ((inputs, out), ([log_path(p) for p in inputs], log_path(out))):
+        present = [Path(p) for p in source if Path(p).exists()]
+        if target == out and len(present) != len(source):
+            missing = sorted(set(map(str, source)) - set(map(str, present)))
+            raise ConfigError(f"no such file: {', '.join(missing)}")
+        if not present:
+            continue
+        with JsonlWriter(target) as writer:
+            for path in present:
+                for line_number, value in iter_jsonl(path):
+                    if not isinstance(value, dict) or "id" not in value:
+                        raise RecordError("line has no 'id'", path=path, line=line_number)
+                    if target != out:
+                        writer.write(value)
+                    elif writer.write(value):
+                        written += 1
+                    else:
+                        skipped += 1
+    return written, skipped
