@@ -1,15 +1,196 @@
-"""Hallucination benchmarks: POPE, CHAIR, MMHal-Bench."""
+"""Hallucination benchmarks: POPE, CHAIR, MMHal-Bench, on any backend; and run comparison.
+
+Two forms:
+  bpo eval --bench pope|chair|mmhal --out DIR ...   answer (or score given answers), then score
+  bpo eval compare A/results.json B/results.json    metrics side by side, differences to A
+
+A run writes DIR/predictions.jsonl (appended as batches finish: re-running the
+same command resumes) and DIR/results.json, and prints a table. Answers are
+generated greedily (temperature 0) unless told otherwise.
+
+Benchmarks and their files:
+  pope   --data: a question file (coco_pope_{split}.json: JSON Lines of question_id,
+         image, text, label) or a folder of them; or --pope-split NAME=FILE (repeatable).
+         Answers are parsed as the reference scorer does (--parser reference, default)
+         or with negations understood (--parser robust); how many answers the two
+         read differently is reported beside the metrics.
+  chair  --data: JSON/JSONL records with image (and image_id, objects or
+         meta.objects, prompt: all optional). Ground truth from --coco-instances
+         and/or --coco-captions (instances_val2014.json, captions_val2014.json),
+         else from each record's objects.
+  mmhal  --data: MMHal-Bench's response_template.json (96 questions); images are
+         looked up under --image-root by the file name of image_src (nothing is
+         downloaded). A judge rates each answer: --judge-model, --judge-base-url
+         (an OpenAI-compatible endpoint); its answers are cached in DIR/judge_cache.jsonl.
+
+--predictions FILE scores existing answers without generating. FILE is JSON
+Lines or a JSON array; each answer is in "answer" (or "text", "model_answer",
+"caption", "response", "output") and names its item by "id" (bpo's own
+predictions.jsonl), else by "question_id" (+ "split" or "category") for POPE,
+"image_id" or "image" for CHAIR, else by its position in the file (POPE's
+reference answer files, MMHal-Bench response files). For MMHal-Bench a response
+file holds the questions too, so --data may be left out.
+
+examples:
+  bpo eval --bench pope --data pope/ --image-root val2014 --model runs/llava \\
+      --backend hf --out eval/pope-llava
+  bpo eval --bench chair --data chair500.jsonl --image-root val2014 \\
+      --coco-instances annotations/instances_val2014.json \\
+      --coco-captions annotations/captions_val2014.json \\
+      --model llava --backend openai --base-url http://127.0.0.1:8000/v1 --out eval/chair
+  bpo eval --bench mmhal --predictions response.json --judge-model gpt-4o \\
+      --judge-base-url https://api.openai.com/v1 --out eval/mmhal
+  bpo eval compare eval/pope-base/results.json eval/pope-bpo/results.json
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from bpo.commands.options import not_built
+from bpo.commands.options import (
+    BACKENDS,
+    add_image_root,
+    add_model_options,
+    add_on_error,
+    backend_options,
+)
+
+BENCHES = ("pope", "chair", "mmhal")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "compare",
+        nargs="*",
+        metavar="compare RESULTS.json",
+        help="compare results files side by side (instead of running a benchmark)",
+    )
+    parser.add_argument("--bench", choices=BENCHES, help="the benchmark to run")
+    parser.add_argument("--data", help="the benchmark's file (POPE: a file or a folder)")
+    parser.add_argument(
+        "--pope-split",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="pope: a split's question file (repeatable)",
+    )
+    add_image_root(parser)
+    parser.add_argument("--out", help="output folder (resumed if it exists)")
+    parser.add_argument(
+        "--predictions", metavar="FILE", help="score the answers in FILE instead of generating"
+    )
+    parser.add_argument("--limit", type=int, help="only the first N items (of each POPE split)")
+    parser.add_argument(
+        "--prompt", help="prompt template; {question} is replaced (default: the benchmark's)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="items per backend call")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="answer length (default: pope 128, chair 512, mmhal 1024)",
+    )
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (temperature > 0)")
+    add_on_error(parser)
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    add_model_options(parser, title="model (what answers)")
+
+    pope = parser.add_argument_group("pope")
+    pope.add_argument(
+        "--parser",
+        choices=("reference", "robust"),
+        default="reference",
+        help="answer parser: the reference scorer's rule (default) or negation-aware",
+    )
+
+    chair = parser.add_argument_group("chair")
+    chair.add_argument("--coco-instances", metavar="FILE", help="e.g. instances_val2014.json")
+    chair.add_argument("--coco-captions", metavar="FILE", help="e.g. captions_val2014.json")
+    chair.add_argument("--lexicon", metavar="FILE", help="object lexicon extending COCO's")
+
+    judge = parser.add_argument_group("mmhal judge")
+    judge.add_argument("--judge-backend", choices=BACKENDS, default="openai")
+    judge.add_argument("--judge-model", help="the judge model (GPT-4-class)")
+    judge.add_argument("--judge-base-url", help="openai: the judge's server URL")
+    judge.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="openai: key variable")
+    judge.add_argument("--judge-cache", metavar="FILE", help="default: OUT/judge_cache.jsonl")
+    judge.add_argument(
+        "--judge-unparsed",
+        choices=("zero", "exclude"),
+        default="zero",
+        help="a judgement without a usable rating counts 0 (as the reference) or is left out",
+    )
+    judge.add_argument("--judge-max-new-tokens", type=int, default=1024)
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("eval", "bpo eval")
+    from bpo.errors import ConfigError
+
+    if args.compare:
+        if args.compare[0] != "compare":
+            raise ConfigError(
+                f"unexpected argument {args.compare[0]!r}: use 'bpo eval compare FILES' "
+                "or 'bpo eval --bench ...'"
+            )
+        from bpo.eval.compare import compare_results
+
+        print(compare_results(args.compare[1:]))
+        return 0
+    if not args.bench or not args.out:
+        raise ConfigError("give --bench and --out (or: bpo eval compare RESULTS.json ...)")
+
+    from bpo.eval.compare import format_results
+    from bpo.eval.runner import EvalOptions, evaluate
+
+    generating = args.predictions is None
+    options = EvalOptions(
+        bench=args.bench,
+        out=args.out,
+        data=args.data,
+        pope_splits=args.pope_split,
+        image_root=args.image_root,
+        predictions=args.predictions,
+        model=args.model,
+        backend=args.backend,
+        backend_options=backend_options(
+            args.backend,
+            args,
+            base_url=args.base_url,
+            api_key_env=args.api_key_env,
+            batch_size=args.batch_size,
+        )
+        if generating and args.model
+        else {},
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        limit=args.limit,
+        prompt=args.prompt,
+        parser=args.parser,
+        coco_instances=args.coco_instances,
+        coco_captions=args.coco_captions,
+        lexicon=args.lexicon,
+        judge_backend=args.judge_backend,
+        judge_model=args.judge_model,
+        judge_options=backend_options(
+            args.judge_backend,
+            args,
+            base_url=args.judge_base_url,
+            api_key_env=args.judge_api_key_env,
+            batch_size=args.batch_size,
+        )
+        if args.bench == "mmhal" and args.judge_model
+        else {},
+        judge_cache=args.judge_cache,
+        judge_unparsed=args.judge_unparsed,
+        judge_max_new_tokens=args.judge_max_new_tokens,
+        on_error=args.on_error,
+        progress=not args.no_progress,
+    )
+    results = evaluate(options)
+    print(format_results(results))
+    print(f"results: {args.out}/results.json", file=sys.stderr)
+    return 0

@@ -1,0 +1,103 @@
+"""Answering benchmark items through any backend, resumably.
+
+Answers are appended to a JSONL file as each batch finishes, one ``{"id",
+"answer", ...fields}`` per item; items already in the file are skipped, so a
+re-run continues where the last one stopped and a crash costs at most the
+batch in flight. Images are loaded batch by batch (memory stays bounded).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bpo.data.jsonl import JsonlWriter
+from bpo.errors import BpoError, ConfigError, ErrorPolicy, RecordError
+from bpo.eval.items import EvalItem
+
+if TYPE_CHECKING:
+    from bpo.backends import Backend
+
+
+@dataclass
+class GenerationStats:
+    """What one generation pass did."""
+
+    generated: int = 0
+    resumed: int = 0
+    failed: int = 0
+
+
+def generate_answers(
+    items: Sequence[EvalItem],
+    backend: Backend,
+    path: str | os.PathLike[str],
+    *,
+    image_root: str | os.PathLike[str] | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    seed: int = 0,
+    policy: ErrorPolicy | None = None,
+    progress: bool = True,
+) -> GenerationStats:
+    """Answer the items not yet in `path` (JSONL), batch by batch, appending as they finish.
+
+    An item whose image cannot be loaded, or whose batch the backend fails on
+    (a `BpoError` other than a `ConfigError`), is handled by `policy`: raised, or
+    counted and left unanswered (a re-run retries it).
+    """
+    from tqdm.auto import tqdm
+
+    from bpo.backends import GenerationRequest
+    from bpo.data.images import load_image
+
+    policy = policy or ErrorPolicy()
+    stats = GenerationStats()
+    with JsonlWriter(path) as writer:
+        pending = [item for item in items if item.id not in writer]
+        stats.resumed = len(items) - len(pending)
+        with tqdm(total=len(pending), desc="answering", unit="item", disable=not progress) as bar:
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start : start + batch_size]
+                batch, requests = [], []
+                for item in chunk:
+                    try:
+                        image = (
+                            load_image(item.image, image_root, record_id=item.id)
+                            if item.image is not None
+                            else None
+                        )
+                    except RecordError as error:
+                        policy.handle(error)
+                        stats.failed += 1
+                        continue
+                    batch.append(item)
+                    requests.append(
+                        GenerationRequest(
+                            item.prompt,
+                            image=image,
+                            max_new_tokens=max_new_tokens,
+                            temperature=temperature,
+                            seed=seed,
+                        )
+                    )
+                if requests:
+                    try:
+                        texts = backend.generate(requests)
+                    except ConfigError:
+                        raise
+                    except BpoError as error:
+                        for item in batch:
+                            policy.handle(
+                                RecordError(str(error), record_id=item.id, kind="generation-failed")
+                            )
+                        stats.failed += len(batch)
+                    else:
+                        for item, text in zip(batch, texts, strict=True):
+                            writer.write({"id": item.id, "answer": text, **item.fields})
+                            stats.generated += 1
+                bar.update(len(chunk))
+    return stats
