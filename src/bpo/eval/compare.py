@@ -122,7 +122,7 @@ def compare_results(paths: Sequence[str | os.PathLike[str]]) -> str:
         lines.append(
             f"note: the files come from different benchmarks: {', '.join(sorted(benches))}"
         )
-    lines.extend(_setting_differences(runs, labels))
+    lines.extend(setting_differences(runs, labels))
     return "\n".join(lines)
 
 
@@ -132,7 +132,7 @@ def _signed(value: float) -> str:
     return f"{value:+.4f}"
 
 
-def _setting_differences(runs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[str]:
+def setting_differences(runs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[str]:
     settings = [run.get("settings") or {} for run in runs]
     keys: dict[str, None] = {}
     for entry in settings:

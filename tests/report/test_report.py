@@ -1,0 +1,247 @@
+"""`bpo report` without a browser: what the page says, how it samples, how it fails."""
+
+from __future__ import annotations
+
+import html
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bpo.cli import main
+from bpo.data.images import load_image
+from bpo.errors import ConfigError, ErrorPolicy, RecordError
+from bpo.eval.compare import compare_results
+from bpo.report import ReportOptions, write_report
+from bpo.report.gallery import BottomKSampler, word_diff
+from bpo.report.thumbnails import encode, weaken
+
+from .conftest import HOSTILE, write_jsonl
+from .pages import find_table, parse_report
+
+SECTIONS = ("overview", "pairs", "data", "training", "evaluation")
+
+
+def _strip_marks(fragment: str) -> str:
+    return html.unescape(re.sub(r"</?(?:ins|del)>", "", fragment))
+
+
+@pytest.fixture(scope="module")
+def report(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = write_report(tiny_run, tmp_path_factory.mktemp("report") / "report.html")
+    return out.read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- word diff
+
+
+def test_word_diff_marks_what_the_rejected_response_changed() -> None:
+    chosen_html, rejected_html = word_diff(
+        "A cat looks to the left.", "A cat looks at a mouse & a <bowl>."
+    )
+    assert chosen_html == "A cat looks <del>to the left</del>."
+    assert rejected_html == "A cat looks <ins>at a mouse &amp; a &lt;bowl&gt;</ins>."
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(), st.text())
+def test_word_diff_keeps_both_texts_exactly(chosen: str, rejected: str) -> None:
+    chosen_html, rejected_html = word_diff(chosen, rejected)
+    assert _strip_marks(chosen_html) == chosen
+    assert _strip_marks(rejected_html) == rejected
+    assert "<" not in re.sub(r"</?(?:ins|del)>", "", chosen_html + rejected_html)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_bottom_k_sample_is_bounded_seeded_and_order_free() -> None:
+    records = [(f"strategy-{i % 3}", f"pair-{i}") for i in range(3000)]
+
+    def sample(rows: list[tuple[str, str]], seed: int) -> dict[str, list[str]]:
+        sampler = BottomKSampler(7, seed=seed)
+        for strategy, record_id in rows:
+            sampler.add(strategy, record_id, record_id)
+        return sampler.sample()
+
+    first = sample(records, seed=0)
+    assert {name: len(ids) for name, ids in first.items()} == {f"strategy-{i}": 7 for i in range(3)}
+    shuffled = records[:]
+    random.Random(1).shuffle(shuffled)
+    assert sample(shuffled, seed=0) == first
+    assert sample(records, seed=1) != first
+    for name, ids in first.items():
+        assert all(int(i.split("-")[1]) % 3 == int(name.split("-")[1]) for i in ids)
+
+
+# --------------------------------------------------------------------------- the tiny run
+
+
+def test_report_has_every_section_and_escapes_records(report: str) -> None:
+    for section in SECTIONS:
+        assert f'<section class="part" id="{section}">' in report
+    assert "<script" not in report.lower()
+    assert html.escape(HOSTILE).split(" on a pad")[0].split("A rocket ")[1] in report
+    assert 'src="http' not in report and "src='http" not in report
+
+
+def test_gallery_shows_each_kept_pair_with_the_weakened_image_made_again(
+    report: str, tiny_run: Path
+) -> None:
+    page = parse_report(report)
+    pairs = [json.loads(line) for line in (tiny_run / "pairs.jsonl").read_text().splitlines()]
+    cards = {card.header.split(" · ")[0]: card for card in page.cards}
+    assert {pair["id"] for pair in pairs} <= set(cards)
+    negatives = {
+        row["id"]: row
+        for path in sorted((tiny_run / "negatives").glob("*.jsonl"))
+        for row in map(json.loads, path.read_text().splitlines())
+    }
+    for pair in pairs:
+        card = cards[pair["id"]]
+        original = load_image(pair["image"], tiny_run / "data" / "images")
+        assert card.images["original image"] == encode(original).uri
+        distortion = negatives[pair["id"]]["params"].get("distortion")
+        weakened = [src for alt, src in card.images.items() if alt.startswith("weakened image")]
+        if distortion is None:
+            assert weakened == []
+        else:
+            # bpo.distort is deterministic: the page shows the very image the model saw.
+            assert weakened == [encode(weaken(original, distortion)).uri]
+            assert f"seed {distortion['seed']}" in next(
+                alt for alt in card.images if alt.startswith("weakened")
+            )
+
+
+def test_data_section_counts_kept_and_dropped_as_the_stats_file(
+    report: str, tiny_run: Path
+) -> None:
+    stats = json.loads((tiny_run / "pairs.stats.json").read_text())
+    rows = find_table(parse_report(report), "strategy", "kept")
+    header, body = rows[0], {row[0]: row for row in rows[1:]}
+    assert set(body) == set(stats["strategies"])
+    for name, entry in stats["strategies"].items():
+        assert int(body[name][header.index("kept")]) == entry["kept"]
+        for reason, count in entry["dropped"].items():
+            column = f"dropped: {reason}"
+            if column in header:
+                assert int(body[name][header.index(column)]) == count
+            else:
+                assert all(e["dropped"][reason] == 0 for e in stats["strategies"].values())
+    assert any(stats["dropped"].values())  # the fixture drops pairs: the table shows reasons
+
+
+def test_evaluation_table_agrees_with_bpo_eval_compare(report: str, tiny_run: Path) -> None:
+    base, bpo = (
+        tiny_run / "eval" / "base" / "results.json",
+        tiny_run / "eval" / "bpo" / "results.json",
+    )
+    printed = {
+        line.split()[0]: line.split()[1:]
+        for line in compare_results([base, bpo]).splitlines()
+        if line and line.split()[0] in ("chair_s", "chair_i", "recall")
+    }
+    rows = find_table(parse_report(report), "metric", "bpo")
+    shown = {row[0]: row[1:] for row in rows[1:]}
+    assert rows[0][1:3] == ["base", "bpo"]  # the baseline comes first
+    for name, values in printed.items():
+        assert shown[name] == values
+    # CHAIR examples: the hallucinated objects of the base run are marked.
+    details = json.loads(base.read_text())["details"]["captions"]
+    for caption in details:
+        for surface, _category in caption["hallucinated"]:
+            assert f"<mark>{html.escape(surface)}</mark>" in report
+
+
+def test_training_table_has_first_and_last_values(report: str, tiny_run: Path) -> None:
+    lines = [
+        json.loads(line) for line in (tiny_run / "train/metrics.jsonl").read_text().splitlines()
+    ]
+    rows = find_table(parse_report(report), "run", "last")
+    loss = next(row for row in rows if row[1] == "loss")
+    assert float(loss[2]) == pytest.approx(lines[0]["loss"], rel=1e-3)
+    assert float(loss[3]) == pytest.approx(lines[-1]["loss"], rel=1e-3)
+    assert int(loss[4]) == lines[-1]["step"]
+
+
+# --------------------------------------------------------------------------- subsets and limits
+
+
+def test_any_subset_of_stages_makes_a_report(tiny_run: Path, tmp_path: Path) -> None:
+    only_training = tmp_path / "only-training"
+    shutil.copytree(tiny_run / "train", only_training / "train")
+    page = write_report(only_training).read_text()
+    assert "rewards/margins" in page.split('id="training"')[1]
+    assert "No pairs found" in page and "No evaluation results found" in page
+
+    # Negatives and samples but no pairs yet: the gallery joins them itself.
+    no_pairs = tmp_path / "no-pairs"
+    shutil.copytree(tiny_run / "data", no_pairs / "data")
+    shutil.copytree(tiny_run / "negatives", no_pairs / "negatives")
+    cards = parse_report(write_report(no_pairs).read_text()).cards
+    negatives = [
+        json.loads(line)
+        for path in (no_pairs / "negatives").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert {card.header.split(" · ")[0] for card in cards} == {row["id"] for row in negatives}
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "No training metrics found" in write_report(empty).read_text()
+    with pytest.raises(ConfigError, match="run directory not found"):
+        write_report(tmp_path / "missing")
+
+
+def test_gallery_respects_its_sample_size_and_byte_budget(tiny_run: Path, tmp_path: Path) -> None:
+    def cards(options: ReportOptions) -> list[str]:
+        page = write_report(tiny_run, tmp_path / "r.html", options=options).read_text()
+        return re.findall(r'<article class="pair" .*?</article>', page)
+
+    whole = cards(ReportOptions())
+    assert len(whole) == len((tiny_run / "pairs.jsonl").read_text().splitlines())
+    one_each = cards(ReportOptions(pairs_per_strategy=1))
+    assert sorted(re.search(r'data-strategy="([^"]+)"', c)[1] for c in one_each) == [
+        "cooccurrence",
+        "image-weakening",
+    ]
+    # Cards are added until the next would pass the budget.
+    budget = sum(len(card) for card in whole) - 1
+    assert len(cards(ReportOptions(max_gallery_bytes=budget))) == len(whole) - 1
+    assert cards(ReportOptions(max_gallery_bytes=0)) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # no temporary file left
+
+
+def test_bad_records_are_skipped_by_default_and_raised_on_demand(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("report.html"))
+    with open(run / "pairs.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"id": "torn", "image": "chel')  # a write killed mid-line
+    assert main(["report", str(run), "--out", str(tmp_path / "a.html")]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 1 records (bad-json: 1)" in captured.err
+    assert "bad-json: 1" in (tmp_path / "a.html").read_text()
+    assert main(["report", str(run), "--out", str(tmp_path / "b.html"), "--on-error", "raise"]) == 2
+    lines = len((run / "pairs.jsonl").read_text().splitlines())
+    assert f"pairs.jsonl:{lines}: malformed JSON" in capsys.readouterr().err
+    assert not (tmp_path / "b.html").exists()
+    with pytest.raises(RecordError):
+        write_report(run, tmp_path / "c.html", policy=ErrorPolicy(on_error="raise"))
+
+
+def test_long_texts_are_cut(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "data", run / "data")
+    pair = json.loads((tiny_run / "pairs.jsonl").read_text().splitlines()[0])
+    pair["rejected"] = "word " * 200_000  # 1 MB of text in one record
+    write_jsonl(run / "pairs.jsonl", [pair])
+    out = write_report(run)
+    assert out.stat().st_size < 300_000
+    assert "more characters]" in out.read_text()
