@@ -1,15 +1,76 @@
-"""DPO training on TRL + PEFT + accelerate."""
+"""DPO training on TRL + PEFT + accelerate, from a YAML recipe with dotted overrides.
+
+Reads a pairs JSONL file (or its TRL export), tokenizes it once (responses cut to
+data.max_length, never an image token), computes the reference log-probs once,
+then trains a LoRA adapter (or the whole language model) with TRL's DPOTrainer,
+each pair's prompt and image run once for both responses.
+The run folder gets config.yaml, checkpoints/, adapter/ (or model/),
+metrics.jsonl and train_result.json. Several GPUs: launch with accelerate.
+
+examples:
+  bpo train --config recipes/llava-1.5-7b.yaml data.pairs=pairs.jsonl data.image_root=coco/
+  bpo train --config recipes/tiny.yaml train.learning_rate=1e-5 lora.r=8 --output-dir runs/t
+  bpo train --config recipes/tiny.yaml --output-dir runs/t --resume
+  accelerate launch --config_file recipes/accelerate/ddp.yaml -m bpo.cli train \\
+      --config recipes/llava-1.5-7b.yaml data.pairs=pairs.jsonl
+  bpo train --help-config                 # every recipe key, its default and help
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from bpo.commands.options import not_built
+from bpo.commands.options import add_on_error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("--config", help="the YAML recipe (default: built-in defaults)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="recipe keys to override, e.g. train.learning_rate=1e-5 lora.r=8",
+    )
+    parser.add_argument("--output-dir", help="the run folder (same as train.output_dir=...)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run folder's last checkpoint"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete a previous run's checkpoints, adapter and metrics first (the cache stays)",
+    )
+    add_on_error(parser)
+    parser.set_defaults(on_error=None)  # unset: the recipe's data.on_error applies
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved recipe and exit"
+    )
+    parser.add_argument(
+        "--help-config", action="store_true", help="list every recipe key with its help and exit"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("train", "bpo train")
+    from bpo.config import describe_text, load_recipe, recipe_to_yaml
+
+    if args.help_config:
+        print(describe_text())
+        return 0
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"train.output_dir={args.output_dir}")
+    if args.on_error:
+        overrides.append(f"data.on_error={args.on_error}")
+    recipe = load_recipe(args.config, overrides)
+    if args.print_config:
+        print(recipe_to_yaml(recipe), end="")
+        return 0
+
+    from accelerate import PartialState
+
+    from bpo.train.runner import train
+
+    result = train(recipe, resume=args.resume, overwrite=args.overwrite)
+    if PartialState().is_main_process:
+        print(f"{result.output} (step {result.global_step})")
+    return 0

@@ -1,0 +1,564 @@
+"""Recipes: dataclass configs whose fields carry their help, read from YAML with dotted overrides.
+
+A recipe is one YAML file with a section per concern (``model``, ``data``,
+``lora``, ``train``); every key is a field of a dataclass below, with its
+default and its help text next to it (the habit of TRL's config classes). The
+same keys can be set on the command line as dotted overrides::
+
+    bpo train --config recipes/tiny.yaml train.learning_rate=1e-5 lora.r=8
+
+Unknown keys and values of the wrong type are refused loudly, naming the key and
+the file (or the override) they came from, with the closest valid key when one
+is near. The resolved recipe is saved next to a run's outputs (`save_recipe`),
+so the run can be reproduced or resumed from it.
+
+Sections only hold settings; the stages read them (`bpo.train` reads all four).
+Later stages add their own sections to `Recipe` the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+from collections.abc import Iterator, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from bpo.errors import ConfigError
+
+# Every loss name TRL 1.16's DPOTrainer knows (trl/trainer/dpo_config.py, `loss_type`), plus
+# "rpo", bpo's name for DPO + an SFT term on the chosen response (expanded by `loss_types`).
+TRL_LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)  # fmt: skip
+LOSS_TYPES = (*TRL_LOSS_TYPES, "rpo")
+
+
+def doc(help: str, *, choices: Sequence[Any] | None = None) -> dict[str, Any]:
+    """A config field's metadata: its help text and, optionally, the values it may take."""
+    metadata: dict[str, Any] = {"help": help}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return metadata
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """The model to train: any vision-language model `AutoModelForImageTextToText` loads."""
+
+    name: str = field(
+        default="", metadata=doc("Hub id or local folder of the model (and its processor).")
+    )
+    revision: str | None = field(
+        default=None, metadata=doc("Hub revision (branch, tag or commit) of the model.")
+    )
+    dtype: str = field(
+        default="auto",
+        metadata=doc(
+            "dtype the weights are loaded in; auto keeps the checkpoint's own.",
+            choices=("auto", "float32", "bfloat16", "float16"),
+        ),
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata=doc(
+            "Attention kernel (sdpa, flash_attention_2, eager); None: transformers' default."
+        ),
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata=doc("Run code shipped with the checkpoint (only for models you trust)."),
+    )
+    processor_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=doc(
+            "Arguments of AutoProcessor.from_pretrained, e.g. {max_pixels: 1003520} to cap "
+            "Qwen2-VL's visual tokens per image."
+        ),
+    )
+
+
+@dataclass
+class DataConfig:
+    """The preference pairs and how they become token sequences."""
+
+    pairs: str = field(
+        default="", metadata=doc("The pairs: a pairs JSONL file or its TRL export folder.")
+    )
+    image_root: str | None = field(
+        default=None,
+        metadata=doc("Folder the pairs' image paths are relative to (pairs JSONL only)."),
+    )
+    max_length: int | None = field(
+        default=2048,
+        metadata=doc(
+            "Most tokens in prompt + response (the release's model_max_length is 2048). Responses "
+            "are cut to fit; image tokens never are. None: no limit."
+        ),
+    )
+    min_response_tokens: int = field(
+        default=8,
+        metadata=doc(
+            "A pair whose prompt leaves fewer tokens than this for the responses is dropped "
+            "(and counted) rather than cut to a stub."
+        ),
+    )
+    on_error: str = field(default="raise", metadata=doc("On a bad pair or image: stop (raise) or count it and go on (skip).", choices=("raise", "skip")))  # fmt: skip
+    cache_dir: str | None = field(
+        default=None,
+        metadata=doc(
+            "Where the tokenized pairs and reference log-probs are cached, keyed by a hash of what "
+            "they depend on. None: <train.output_dir>/cache."
+        ),
+    )
+    num_proc: int | None = field(
+        default=None, metadata=doc("Processes that tokenize the pairs (None: one).")
+    )
+
+
+@dataclass
+class LoraConfig:
+    """LoRA (PEFT) on the language model; the vision tower stays frozen."""
+
+    enabled: bool = field(
+        default=True, metadata=doc("Train a LoRA adapter; false: full fine-tuning of the LM.")
+    )
+    r: int = field(default=32, metadata=doc("LoRA rank (BPO release: 32)."))
+    alpha: int = field(default=256, metadata=doc("LoRA alpha (BPO release: 256)."))
+    dropout: float = field(
+        default=0.05, metadata=doc("Dropout on the LoRA input (BPO release: 0.05).")
+    )
+    target_modules: list[str] | None = field(
+        default=None,
+        metadata=doc(
+            "Names of the language model's linear layers to adapt (e.g. [q_proj, v_proj]); "
+            "None: every linear layer of the language model."
+        ),
+    )
+    train_projector: bool = field(
+        default=False,
+        metadata=doc(
+            "Also train the vision-language projector in full (LLaVA's multi_modal_projector)."
+        ),
+    )
+    projector_modules: list[str] | None = field(
+        default=None,
+        metadata=doc(
+            "Names of the projector modules; None: found by name (multi_modal_projector, ...)."
+        ),
+    )
+
+
+@dataclass
+class TrainConfig:
+    """DPO training: TRL's DPOTrainer settings and where the run goes."""
+
+    output_dir: str = field(
+        default="runs/bpo", metadata=doc("The run folder: checkpoints, adapter, metrics, config.")
+    )
+    loss_type: list[str] = field(
+        default_factory=lambda: ["sigmoid"],
+        metadata=doc(
+            "DPO loss, or a list of losses summed with loss_weights: sigmoid (DPO), ipo, hinge, "
+            "rpo (DPO + rpo_alpha x NLL of the chosen response), or any other TRL loss type.",
+            choices=LOSS_TYPES,
+        ),
+    )
+    loss_weights: list[float] | None = field(
+        default=None, metadata=doc("Weights of the losses in loss_type (default: 1 each).")
+    )
+    rpo_alpha: float = field(
+        default=1.0,
+        metadata=doc("Weight of the NLL term of the rpo loss (Pang et al. 2024 use 1.0)."),
+    )
+    beta: float = field(
+        default=0.1,
+        metadata=doc("DPO beta: strength of the pull toward the reference (release: 0.1)."),
+    )
+    learning_rate: float = field(
+        default=2e-6, metadata=doc("Peak learning rate (BPO release: 2e-6).")
+    )
+    lr_scheduler_type: str = field(
+        default="cosine", metadata=doc("Learning-rate schedule (transformers' names).")
+    )
+    warmup_ratio: float = field(
+        default=0.03, metadata=doc("Fraction of the steps spent warming up (release: 0.03).")
+    )
+    weight_decay: float = field(default=0.0, metadata=doc("AdamW weight decay."))
+    max_grad_norm: float = field(default=1.0, metadata=doc("Gradient clipping norm."))
+    num_train_epochs: float = field(
+        default=2.0, metadata=doc("Epochs over the pairs (BPO release: 2).")
+    )
+    max_steps: int = field(
+        default=-1, metadata=doc("Stop after this many optimizer steps (-1: num_train_epochs).")
+    )
+    per_device_train_batch_size: int = field(
+        default=4, metadata=doc("Pairs per device per step (release: 4).")
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata=doc("Micro-batches per optimizer step.")
+    )
+    gradient_checkpointing: bool = field(
+        default=True,
+        metadata=doc("Recompute activations in the backward pass: less memory, ~1/3 more compute."),
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata=doc(
+            "bfloat16 mixed precision; None: on where the device supports it (not on CPU)."
+        ),
+    )
+    fp16: bool = field(
+        default=False, metadata=doc("float16 mixed precision (GPUs without bfloat16).")
+    )
+    use_cpu: bool = field(
+        default=False, metadata=doc("Train on the CPU even when a GPU is present.")
+    )
+    seed: int = field(
+        default=42, metadata=doc("Seed of the LoRA init, the data order and dropout.")
+    )
+    precompute_reference: bool = field(
+        default=True,
+        metadata=doc(
+            "Compute the reference log-probs once before training and cache them, so training "
+            "skips the reference forward pass."
+        ),
+    )
+    share_prompt: bool = field(
+        default=True,
+        metadata=doc(
+            "Run each pair's prompt (its image tokens included) once for both responses, in one "
+            "packed sequence, instead of twice as TRL does: same loss and gradients, fewer tokens. "
+            "Models it does not support (it knows LLaVA and Qwen2-VL with sdpa or eager "
+            "attention) fall back to TRL's layout."
+        ),
+    )
+    reference_batch_size: int | None = field(
+        default=None,
+        metadata=doc("Batch size of the reference pass (default: 2x per_device_train_batch_size)."),
+    )
+    disable_dropout: bool = field(
+        default=False,
+        metadata=doc(
+            "Zero every dropout in the model (TRL's default). Off here so lora.dropout applies, as in "
+            "the release; LLaVA and Qwen2-VL have no other dropout."
+        ),
+    )
+    dataloader_num_workers: int = field(
+        default=0,
+        metadata=doc("Processes that decode and preprocess images while the model trains."),
+    )
+    logging_steps: int = field(
+        default=10, metadata=doc("Log (and append to metrics.jsonl) every N steps.")
+    )
+    save_steps: int = field(default=500, metadata=doc("Save a checkpoint every N steps."))
+    save_total_limit: int | None = field(
+        default=2, metadata=doc("Checkpoints kept (oldest deleted); None: all.")
+    )
+    report_to: list[str] = field(
+        default_factory=list, metadata=doc("Trackers to report to (tensorboard, wandb, ...).")
+    )
+    trl: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=doc("Any other trl.DPOConfig argument, passed as is (e.g. {ld_alpha: 0.5})."),
+    )
+
+
+@dataclass
+class Recipe:
+    """A whole recipe: one section per concern."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def loss_types(self) -> tuple[list[str], list[float]]:
+        """The TRL loss types and weights: ``rpo`` becomes ``sigmoid`` + ``sft`` weighted rpo_alpha.
+
+        RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization") adds the
+        length-normalised NLL of the chosen response to the DPO loss; TRL 1.16's
+        ``sft`` loss is that term, so the pair of losses is RPO.
+        """
+        weights = self.train.loss_weights or [1.0] * len(self.train.loss_type)
+        types_: list[str] = []
+        expanded: list[float] = []
+        for name, weight in zip(self.train.loss_type, weights, strict=True):
+            if name == "rpo":
+                types_ += ["sigmoid", "sft"]
+                expanded += [weight, weight * self.train.rpo_alpha]
+            else:
+                types_.append(name)
+                expanded.append(weight)
+        return types_, expanded
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load_recipe(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> Recipe:
+    """Read a YAML recipe (or the defaults when `path` is None) and apply dotted overrides.
+
+    Args:
+        path: the recipe file.
+        overrides: ``section.key=value`` strings; values are parsed as YAML (``8``,
+            ``1e-5``, ``true``, ``[q_proj, v_proj]``, ``null``).
+
+    Raises:
+        ConfigError: for a missing or malformed file, an unknown key or a wrong type,
+            naming the key and where it came from.
+    """
+    import yaml
+
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"cannot read recipe {path}: {error.strerror or error}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+        data = loaded
+    recipe = from_dict(Recipe, data, source=source)
+    for override in overrides:
+        apply_override(recipe, override)
+    check_recipe(recipe, source=source)
+    return recipe
+
+
+def apply_override(config: Any, override: str) -> None:
+    """Set one ``dotted.key=value`` on a config dataclass, checking the key and the type."""
+    import yaml
+
+    source = f"override {override!r}"
+    key, sep, raw = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"{source}: expected key=value, e.g. train.learning_rate=1e-5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.split(".")
+    target = config
+    for depth, part in enumerate(parts):
+        prefix = ".".join(parts[:depth])
+        if isinstance(target, dict):  # a free-form mapping such as train.trl
+            if depth == len(parts) - 1:
+                target[part] = value
+                return
+            target = target.setdefault(part, {})
+            continue
+        known = {f.name: f for f in fields(target)}
+        if part not in known:
+            raise ConfigError(_unknown_key(source, prefix, part, list(known)))
+        if depth == len(parts) - 1:
+            hints = get_type_hints(type(target))
+            setattr(target, part, _coerce(value, hints[part], key, source, known[part]))
+            return
+        target = getattr(target, part)
+        if not (is_dataclass(target) or isinstance(target, dict)):
+            raise ConfigError(f"{source}: {prefix + '.' if prefix else ''}{part} is not a section")
+
+
+def from_dict(cls: type[Any], data: Any, *, source: str, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        where = prefix or "the recipe"
+        raise ConfigError(f"{source}: {where} must be a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(_unknown_key(source, prefix, str(key), list(known)))
+    hints = get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        values[name] = _coerce(value, hints[name], dotted, source, known[name])
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str, spec: Any = None) -> Any:
+    """`value` as type `hint`, or a ConfigError naming `key` and `source`."""
+    coerced = _convert(value, hint, key, source)
+    choices = spec.metadata.get("choices") if spec is not None else None
+    if choices:
+        for item in coerced if isinstance(coerced, list) else [coerced]:
+            if item is not None and item not in choices:
+                raise ConfigError(
+                    f"{source}: {key}: {item!r} is not one of {', '.join(map(str, choices))}"
+                )
+    return coerced
+
+
+def _convert(value: Any, hint: Any, key: str, source: str) -> Any:
+    if hint is Any:
+        return value
+    if is_dataclass(hint) and isinstance(hint, type):
+        return from_dict(hint, value, source=source, prefix=key)
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key, source)
+            except ConfigError:
+                continue
+        raise _type_error(value, hint, key, source)
+    if origin is Literal:
+        if value in get_args(hint):
+            return value
+        raise _type_error(value, hint, key, source)
+    if origin is list:
+        (item,) = get_args(hint) or (Any,)
+        if not isinstance(value, list):  # a lone value stands for a list of one
+            value = [value]
+        return [_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise _type_error(value, hint, key, source)
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string: YAML 1.1
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str and isinstance(value, str):
+        return value
+    raise _type_error(value, hint, key, source)
+
+
+def _type_name(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in get_args(hint))
+    if origin is list:
+        return f"a list of {_type_name(get_args(hint)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, get_args(hint)))
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _type_error(value: Any, hint: Any, key: str, source: str) -> ConfigError:
+    return ConfigError(
+        f"{source}: {key}: expected {_type_name(hint)}, got {value!r} ({type(value).__name__})"
+    )
+
+
+def _unknown_key(source: str, prefix: str, key: str, valid: list[str]) -> str:
+    dotted = f"{prefix}.{key}" if prefix else key
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"; did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close else ""
+    where = f"in {prefix!r}" if prefix else "at the top level"
+    return f"{source}: unknown key {dotted!r}{hint} (valid {where}: {', '.join(valid)})"
+
+
+def check_recipe(recipe: Recipe, *, source: str = "recipe") -> None:
+    """Checks that span several keys or values (types are checked on loading)."""
+    train, data, lora = recipe.train, recipe.data, recipe.lora
+    if train.loss_weights is not None and len(train.loss_weights) != len(train.loss_type):
+        raise ConfigError(
+            f"{source}: train.loss_weights has {len(train.loss_weights)} weights for "
+            f"{len(train.loss_type)} loss types"
+        )
+    positive = {
+        "train.per_device_train_batch_size": train.per_device_train_batch_size,
+        "train.gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "train.logging_steps": train.logging_steps,
+        "train.save_steps": train.save_steps,
+        "lora.r": lora.r,
+        "lora.alpha": lora.alpha,
+        "data.min_response_tokens": data.min_response_tokens,
+    }
+    if data.max_length is not None:
+        positive["data.max_length"] = data.max_length
+    if train.reference_batch_size is not None:
+        positive["train.reference_batch_size"] = train.reference_batch_size
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{source}: {key} must be positive, got {value}")
+    if not 0 <= lora.dropout < 1:
+        raise ConfigError(f"{source}: lora.dropout must be in [0, 1), got {lora.dropout}")
+    if train.bf16 and train.fp16:
+        raise ConfigError(f"{source}: train.bf16 and train.fp16 cannot both be true")
+
+
+# --- saving and describing -----------------------------------------------------------------
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as plain data (what `save_recipe` writes)."""
+    return asdict(recipe)
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=None))
+
+
+def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> Path:
+    """Write the resolved recipe as YAML, atomically."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(recipe_to_yaml(recipe), encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+def describe(cls: type[Any] = Recipe, prefix: str = "") -> Iterator[tuple[str, str, Any, str]]:
+    """Every key of `cls`: (dotted key, type, default, help), sections first to last."""
+    hints = get_type_hints(cls)
+    for spec in fields(cls):
+        key = f"{prefix}.{spec.name}" if prefix else spec.name
+        hint = hints[spec.name]
+        if is_dataclass(hint) and isinstance(hint, type):
+            yield from describe(hint, key)
+            continue
+        if spec.default is not MISSING:
+            default = spec.default
+        elif spec.default_factory is not MISSING:
+            default = spec.default_factory()
+        else:
+            default = None
+        yield key, _type_name(hint), default, spec.metadata.get("help", "")
+
+
+def describe_text(cls: type[Any] = Recipe) -> str:
+    """The keys of `cls` as text, one block per key (for ``--help-config``)."""
+    lines = []
+    for key, type_name, default, help_text in describe(cls):
+        lines.append(f"{key} ({type_name}, default: {default!r})\n    {help_text}")
+    return "\n".join(lines)

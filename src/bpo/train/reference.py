@@ -1,0 +1,190 @@
+"""Reference log-probs computed once, before training, and cached with the tokenized pairs.
+
+DPO compares the policy's log-probs of the chosen and rejected responses with a
+frozen reference model's. The reference never changes, so its log-probs can be
+computed in one pass and read back at each step, which drops the reference
+forward pass from every training step. TRL does this for text datasets
+(``precompute_ref_log_probs``) but refuses vision datasets; this module does it
+for them, with TRL's own `DPOTrainer.compute_ref_log_probs` on our batches (with
+LoRA: the model with its adapter disabled; with full fine-tuning: TRL's
+reference copy, freed afterwards), through `BpoDPOTrainer.reference_logps`.
+
+The pass is batched, shows a progress bar, and resumes: each batch's results are
+appended to ``reference_logps.jsonl`` (one line per row, keyed by row index, via
+`bpo.data.jsonl.JsonlWriter`), so a killed pass restarts at the first missing
+row. Under several processes, each computes a share of the rows and the main
+process writes them all. ``done.json`` marks a complete pass. The folder is
+keyed by a hash of the tokenized pairs and of the reference model (see
+`reference_fingerprint`), so a changed model or data gets a fresh cache.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bpo.config import Recipe
+from bpo.data.jsonl import JsonlWriter, iter_jsonl, repair_torn_tail
+from bpo.errors import BpoError
+from bpo.train.data import REFERENCE_COLUMNS, digest
+
+if TYPE_CHECKING:
+    from bpo.train.trainer import BpoDPOTrainer
+
+# Bump when the way reference log-probs are computed changes.
+REFERENCE_VERSION = 1
+STORE_NAME = "reference_logps.jsonl"
+DONE_NAME = "done.json"
+
+
+def model_fingerprint(name: str, revision: str | None = None) -> str:
+    """A hash that changes when the model's weights or config change.
+
+    A local folder: the names, sizes and modification times of its weight and
+    config files. A hub id: the id and the commit of the cached snapshot (its
+    folder name in the hub cache), else the requested revision.
+    """
+    path = Path(name)
+    if path.is_dir():
+        files = sorted(
+            (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix in {".safetensors", ".bin", ".json", ".pt"}
+        )
+        return digest("local", files)
+    commit = revision
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json", revision=revision)
+        if isinstance(cached, str):
+            commit = Path(cached).parent.name  # .../snapshots/<commit>/config.json
+    except ImportError:
+        pass
+    return digest("hub", name, commit)
+
+
+def reference_fingerprint(recipe: Recipe, data_fingerprint: str, *, mixed_precision: str) -> str:
+    """What the reference log-probs depend on: the tokenized pairs, the model and the numerics."""
+    model = recipe.model
+    return digest(
+        REFERENCE_VERSION,
+        data_fingerprint,
+        model_fingerprint(model.name, model.revision),
+        model.dtype,
+        model.attn_implementation,
+        mixed_precision,
+        recipe.train.trl.get("ld_alpha"),
+    )
+
+
+def _read_store(path: Path) -> dict[int, tuple[float, float]]:
+    values: dict[int, tuple[float, float]] = {}
+    if path.exists():
+        for _, row in iter_jsonl(path):
+            values[int(row["id"])] = (
+                float(row[REFERENCE_COLUMNS[0]]),
+                float(row[REFERENCE_COLUMNS[1]]),
+            )
+    return values
+
+
+def compute_reference_logps(
+    trainer: BpoDPOTrainer, dataset: Any, folder: str | os.PathLike[str], batch_size: int
+) -> Any:
+    """`dataset` with the reference log-probs of every row as two columns.
+
+    Reads them from `folder` when a complete pass is cached there; otherwise
+    computes the missing rows (all processes take part) and caches them.
+
+    Args:
+        trainer: the DPO trainer, before `train` (its model not yet wrapped).
+        dataset: the tokenized pairs the trainer's collator batches.
+        folder: the cache folder of this dataset and reference model.
+        batch_size: pairs per forward pass.
+
+    Returns:
+        The dataset with ``ref_chosen_logps`` and ``ref_rejected_logps`` columns.
+    """
+    import torch
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    folder = Path(folder)
+    store, done = folder / STORE_NAME, folder / DONE_NAME
+    accelerator = trainer.accelerator
+    if not done.exists():
+        if accelerator.is_main_process:
+            folder.mkdir(parents=True, exist_ok=True)
+            repair_torn_tail(store)
+        accelerator.wait_for_everyone()
+        present = _read_store(store)
+        remaining = [row for row in range(len(dataset)) if row not in present]
+        rank, world = accelerator.process_index, accelerator.num_processes
+        share = remaining[rank::world]
+        # Every process runs the same number of gathers, even with an empty share.
+        batches = math.ceil(math.ceil(len(remaining) / world) / batch_size)
+        model: Any = trainer.ref_model if trainer.ref_model is not None else trainer.model
+        if trainer.ref_model is None and trainer.is_deepspeed_enabled:
+            # Before `train`, DeepSpeed has not placed (ZeRO-1/2) or gathered (ZeRO-3) the
+            # weights: run them in an inference engine, built once, as TRL's own precompute does.
+            from trl.models import prepare_deepspeed
+
+            if trainer._precompute_engine is None:
+                policy: Any = trainer.model
+                trainer._precompute_engine = prepare_deepspeed(policy, trainer.accelerator)
+            model = trainer._precompute_engine
+        writer = JsonlWriter(store) if accelerator.is_main_process else None
+        was_training = model.training
+        model.eval()
+        try:
+            progress = tqdm(
+                total=len(remaining),
+                desc="Reference log-probs",
+                disable=not accelerator.is_main_process or not remaining,
+            )
+            for index in range(batches):
+                rows = share[index * batch_size : (index + 1) * batch_size]
+                # A process out of rows still runs a forward pass (its result unused): under
+                # ZeRO-3 every forward gathers weights from all processes.
+                batch = trainer.data_collator([dataset[row] for row in rows or remaining[:1]])
+                batch = trainer._prepare_inputs(batch)
+                with torch.no_grad():
+                    chosen, rejected = trainer.reference_logps(batch, model)
+                results = [
+                    (row, float(c), float(r))
+                    for row, c, r in zip(rows, chosen.tolist(), rejected.tolist(), strict=False)
+                ]
+                gathered = gather_object(results)
+                if writer is not None:
+                    for row, chosen_logp, rejected_logp in gathered:
+                        writer.write(
+                            {
+                                "id": str(row),
+                                REFERENCE_COLUMNS[0]: chosen_logp,
+                                REFERENCE_COLUMNS[1]: rejected_logp,
+                            }
+                        )
+                    progress.update(len(gathered))
+            progress.close()
+        finally:
+            model.train(was_training)
+            if writer is not None:
+                writer.close()
+        if accelerator.is_main_process:
+            done.write_text(json.dumps({"rows": len(dataset)}) + "\n")
+        accelerator.wait_for_everyone()
+    values = _read_store(store)
+    missing = len(dataset) - sum(1 for row in range(len(dataset)) if row in values)
+    if missing:
+        raise BpoError(
+            f"{store}: reference log-probs of {missing} rows are missing; delete {folder} "
+            "to compute them again"
+        )
+    chosen_column = [values[row][0] for row in range(len(dataset))]
+    rejected_column = [values[row][1] for row in range(len(dataset))]
+    dataset = dataset.add_column(REFERENCE_COLUMNS[0], chosen_column)
+    return dataset.add_column(REFERENCE_COLUMNS[1], rejected_column)

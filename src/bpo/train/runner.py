@@ -1,0 +1,320 @@
+"""`train(recipe)`: a DPO run from a recipe, resumable, under one process or `accelerate launch`.
+
+Order matters for clear failures: the recipe and the pairs are checked, and the
+pairs tokenized (every image opened), before any model loads; an empty dataset,
+a missing image or a bad key stops the run in seconds with one message.
+
+A run folder (``train.output_dir``) holds::
+
+    config.yaml          the resolved recipe
+    checkpoints/         checkpoint-<step>/ (adapter or weights, optimizer, scheduler, RNG)
+    adapter/ | model/    the final LoRA adapter (or full weights) with the processor
+    metrics.jsonl        one line per logging step (see `MetricsLogger`)
+    train_result.json    steps, runtime, data counts, reference cache, weight digests
+    cache/               tokenized pairs and reference log-probs (unless data.cache_dir)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bpo.config import Recipe, load_recipe, recipe_to_dict, save_recipe
+from bpo.errors import ConfigError, ErrorPolicy
+
+CONFIG_NAME = "config.yaml"
+METRICS_NAME = "metrics.jsonl"
+RESULT_NAME = "train_result.json"
+CHECKPOINTS = "checkpoints"
+# Keys of trl.DPOConfig that bpo sets from its own recipe keys (train.trl may not repeat them).
+_OWNED_BY_RECIPE = {
+    "output_dir": "train.output_dir",
+    "max_length": "data.max_length",
+    "precompute_ref_log_probs": "train.precompute_reference",
+    "precompute_ref_batch_size": "train.reference_batch_size",
+}
+
+
+@dataclass
+class TrainResult:
+    """What a run produced.
+
+    Attributes:
+        run_dir: the run folder.
+        output: the final adapter (LoRA) or model (full fine-tuning) folder.
+        global_step: optimizer steps done, resumed ones included.
+        resumed_from: the checkpoint the run resumed from, if any.
+        data: the counts of `bpo.train.data.PreparedPairs`.
+        reference: the reference cache folder and the seconds it took (0 when reused).
+        weights_digests: one hash of the trainable weights per process.
+        metrics: the trainer's end-of-training summary (runtime, mean loss ...).
+    """
+
+    run_dir: Path
+    output: Path
+    global_step: int
+    resumed_from: str | None
+    data: dict[str, Any]
+    reference: dict[str, Any] | None
+    weights_digests: list[str]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["run_dir"], data["output"] = str(self.run_dir), str(self.output)
+        data["ranks_agree"] = len(set(self.weights_digests)) <= 1
+        return data
+
+
+def _say(message: str) -> None:
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(message, file=sys.stderr, flush=True)
+
+
+def mixed_precision(recipe: Recipe) -> str:
+    """``"bf16"``, ``"fp16"`` or ``"no"``: the recipe's, with ``train.bf16: null`` resolved."""
+    train = recipe.train
+    if train.fp16:
+        return "fp16"
+    if train.bf16 is None:
+        on_gpu = torch.cuda.is_available() and not train.use_cpu
+        return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if train.bf16 else "no"
+
+
+def dpo_config(recipe: Recipe) -> Any:
+    """The `trl.DPOConfig` of a recipe (checkpoints go to ``<output_dir>/checkpoints``).
+
+    Raises:
+        ConfigError: when ``train.trl`` names an unknown DPOConfig argument or one
+            that a recipe key already sets.
+    """
+    from trl import DPOConfig
+
+    train = recipe.train
+    loss_types, loss_weights = recipe.loss_types()
+    precision = mixed_precision(recipe)
+    kwargs: dict[str, Any] = {
+        "output_dir": str(Path(train.output_dir) / CHECKPOINTS),
+        "learning_rate": train.learning_rate,
+        "lr_scheduler_type": train.lr_scheduler_type,
+        "warmup_steps": train.warmup_ratio,  # transformers 5: a float below 1 is a ratio
+        "weight_decay": train.weight_decay,
+        "max_grad_norm": train.max_grad_norm,
+        "num_train_epochs": train.num_train_epochs,
+        "max_steps": train.max_steps,
+        "per_device_train_batch_size": train.per_device_train_batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "activation_checkpointing": train.gradient_checkpointing,  # transformers 5 name
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        "use_cpu": train.use_cpu,
+        "seed": train.seed,
+        "logging_steps": train.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": train.save_steps,
+        "save_total_limit": train.save_total_limit,
+        "report_to": train.report_to or "none",
+        "dataloader_num_workers": train.dataloader_num_workers,
+        "disable_dropout": train.disable_dropout,
+        "beta": train.beta,
+        "loss_type": loss_types,
+        "loss_weights": loss_weights,
+        # The pairs are truncated when tokenized (bpo.train.data), never inside image tokens.
+        "max_length": None,
+        # TRL refuses this for vision datasets; bpo.train.reference does it instead.
+        "precompute_ref_log_probs": False,
+        "trust_remote_code": recipe.model.trust_remote_code,
+    }
+    valid = {spec.name for spec in dataclasses.fields(DPOConfig)}
+    for key, value in train.trl.items():
+        if key not in valid:
+            raise ConfigError(f"train.trl.{key}: not an argument of trl.DPOConfig")
+        if key in _OWNED_BY_RECIPE:
+            raise ConfigError(f"train.trl.{key}: set it with {_OWNED_BY_RECIPE[key]} instead")
+        if key in kwargs:
+            raise ConfigError(f"train.trl.{key}: set it with train.{key} instead")
+        kwargs[key] = value
+    try:
+        return DPOConfig(**kwargs)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"train: {error}") from None
+
+
+def last_checkpoint(run_dir: str | os.PathLike[str]) -> str | None:
+    """The newest ``checkpoint-<step>`` folder of a run, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(run_dir) / CHECKPOINTS
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def _prepare_run_dir(recipe: Recipe, *, resume: bool, overwrite: bool) -> Path:
+    run_dir = Path(recipe.train.output_dir)
+    outputs = [
+        run_dir / CHECKPOINTS,
+        run_dir / "adapter",
+        run_dir / "model",
+        run_dir / METRICS_NAME,
+    ]
+    existing = [path for path in outputs if path.exists()]
+    if existing and not resume and not overwrite:
+        raise ConfigError(
+            f"{run_dir} already holds a run ({existing[0].name}); pass --resume to continue it "
+            "or --overwrite to start over"
+        )
+    if overwrite and not resume:
+        from accelerate import PartialState
+
+        state = PartialState()
+        state.wait_for_everyone()  # every process has seen the old outputs above
+        if state.is_main_process:
+            for path in [*existing, run_dir / RESULT_NAME]:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        state.wait_for_everyone()
+    saved = run_dir / CONFIG_NAME
+    if resume and saved.exists():
+        try:
+            before = _flatten(recipe_to_dict(load_recipe(saved)))
+        except ConfigError:
+            before = {}
+        after = _flatten(recipe_to_dict(recipe))
+        changed = sorted(key for key in after if before.get(key) != after[key])
+        if changed:
+            _say(f"bpo train: resuming with a changed recipe: {', '.join(changed)}")
+    return run_dir
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in ("trl", "processor_kwargs"):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def train(
+    recipe: Recipe,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Run DPO as the recipe says; continue the last checkpoint with `resume`.
+
+    Args:
+        recipe: the resolved recipe.
+        resume: continue from the run folder's last checkpoint (from scratch if none).
+        overwrite: delete a previous run's outputs in the folder first (the cache stays).
+        callbacks: extra `transformers.TrainerCallback` objects.
+
+    Raises:
+        ConfigError: for a recipe, a run folder or pairs that cannot be used.
+        RecordError: for a bad pair or image (unless ``data.on_error`` is ``skip``).
+    """
+    from accelerate.utils import gather_object
+    from trl.trainer.utils import global_then_local_main_first
+
+    from bpo.train.callbacks import MetricsLogger
+    from bpo.train.data import PreferenceCollator, cache_dir, check_pairs_source, tokenize_pairs
+    from bpo.train.model import freeze_for_full_finetuning, load_model, load_processor, peft_config
+    from bpo.train.reference import reference_fingerprint
+    from bpo.train.shared_prompt import supports_shared_prompt
+    from bpo.train.trainer import BpoDPOTrainer
+
+    if not recipe.model.name:
+        raise ConfigError("model.name is not set: give a hub id or a local model folder")
+    check_pairs_source(recipe)
+    args = dpo_config(recipe)  # sets up the processes (accelerate state) before anything else
+    run_dir = _prepare_run_dir(recipe, resume=resume, overwrite=overwrite)
+
+    processor = load_processor(recipe.model)
+    policy = ErrorPolicy(recipe.data.on_error)  # type: ignore[arg-type]
+    with global_then_local_main_first():
+        prepared = tokenize_pairs(recipe, processor, policy)
+    _say(f"bpo train: {prepared.summary()}")
+    if args.process_index == 0:
+        save_recipe(recipe, run_dir / CONFIG_NAME)
+        if policy.total:
+            policy.report(run_dir / "skipped.json")
+
+    model = load_model(recipe.model)
+    lora = peft_config(recipe, model)
+    if lora is None:
+        freeze_for_full_finetuning(model, recipe)
+    reference_folder = None
+    if recipe.train.precompute_reference:
+        key = reference_fingerprint(
+            recipe, prepared.fingerprint, mixed_precision=mixed_precision(recipe)
+        )
+        reference_folder = cache_dir(recipe) / f"reference-{key}"
+    reused = reference_folder is not None and (reference_folder / "done.json").exists()
+    tokenizer = processor.tokenizer
+    share_prompt = recipe.train.share_prompt and supports_shared_prompt(model)
+    if recipe.train.share_prompt and not share_prompt:
+        _say(
+            f"bpo train: {model.config.model_type} with "
+            f"{model.config._attn_implementation} attention: each prompt runs twice (TRL's layout)"
+        )
+    trainer = BpoDPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=prepared.dataset,
+        processing_class=processor,
+        data_collator=PreferenceCollator(processor, tokenizer.pad_token_id, share_prompt),
+        peft_config=lora,
+        callbacks=[MetricsLogger(run_dir / METRICS_NAME), *callbacks],
+        reference_cache=reference_folder,
+        reference_batch_size=recipe.train.reference_batch_size,
+    )
+    reference = None
+    if reference_folder is not None:
+        reference = {
+            "folder": str(reference_folder),
+            "reused": reused,
+            "seconds": trainer.reference_seconds,
+        }
+
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        _say(f"bpo train: no checkpoint in {run_dir / CHECKPOINTS}; starting from scratch")
+    elif checkpoint is not None:
+        _say(f"bpo train: resuming from {checkpoint}")
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+
+    final = run_dir / ("adapter" if lora is not None else "model")
+    trainer.save_model(str(final))
+    digests = gather_object([trainer.weights_digest()])
+    result = TrainResult(
+        run_dir=run_dir,
+        output=final,
+        global_step=trainer.state.global_step,
+        resumed_from=checkpoint,
+        data=prepared.counts,
+        reference=reference,
+        weights_digests=list(digests),
+        metrics=dict(output.metrics),
+    )
+    if len(set(digests)) > 1 and not trainer.is_deepspeed_enabled:
+        _say("bpo train: warning: the processes finished with different weights")
+    if args.process_index == 0:
+        path = run_dir / RESULT_NAME
+        path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return result

@@ -1,0 +1,135 @@
+"""`BpoDPOTrainer`: TRL's DPOTrainer on pre-tokenized vision pairs with a cached reference.
+
+What it changes in `trl.DPOTrainer`, and nothing else (the loss, the metrics,
+the LoRA reference with the adapter disabled, checkpoints: all TRL's):
+
+- the rows are the pre-tokenized pairs of `bpo.train.data` (their columns are
+  kept by `_set_signature_columns_if_needed`), batched by `PreferenceCollator`;
+- with a reference cache folder, the reference log-probs are computed once by
+  `bpo.train.reference` and read from the batch at each step (TRL's own
+  ``precompute_ref_logps`` code path, which it refuses to enable for vision
+  datasets); with full fine-tuning, TRL's reference copy is freed afterwards;
+- with `bpo.train.shared_prompt`'s packed batches, the model is called through
+  `SharedPromptForward` (each prompt once for both responses), which hands TRL
+  its usual per-token outputs;
+- `weights_digest` hashes the trainable weights, to check that processes agree.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import time
+from typing import Any
+
+from trl import DPOTrainer
+
+from bpo.train.data import REFERENCE_COLUMNS, SEQUENCE_COLUMNS, TOKEN_TYPE_KEYS
+from bpo.train.reference import compute_reference_logps
+from bpo.train.shared_prompt import SharedPromptForward
+
+
+class BpoDPOTrainer(DPOTrainer):
+    """`trl.DPOTrainer` for `bpo.train.data`'s tokenized pairs, with cached reference log-probs.
+
+    Args:
+        *args: `trl.DPOTrainer`'s arguments.
+        reference_cache: the folder of the cached reference log-probs; None
+            computes them at each step (TRL's default).
+        reference_batch_size: pairs per forward pass of the reference pass.
+        **kwargs: `trl.DPOTrainer`'s keyword arguments.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        reference_cache: str | os.PathLike[str] | None = None,
+        reference_batch_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.reference_cache = reference_cache
+        self.reference_seconds = 0.0
+        if reference_cache is not None:
+            started = time.perf_counter()
+            batch_size = reference_batch_size or 2 * self.args.per_device_train_batch_size
+            self.train_dataset = compute_reference_logps(
+                self, self.train_dataset, reference_cache, batch_size
+            )
+            self.precompute_ref_logps = True
+            self.reference_seconds = time.perf_counter() - started
+            if self.ref_model is not None:  # full fine-tuning: the copy is no longer needed
+                self.ref_model = None
+                gc.collect()
+
+    def base_model(self) -> Any:
+        """The transformers model under the accelerate and PEFT wrappers."""
+        from accelerate.utils import is_peft_model
+
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if is_peft_model(model) else model
+
+    def forward_for(self, model: Any, inputs: dict[str, Any]) -> Any:
+        """`model`, or its shared-prompt stand-in when the batch is packed."""
+        if "packed_input_ids" in inputs:
+            return SharedPromptForward(model, self.base_model())
+        return model
+
+    def reference_logps(self, inputs: dict[str, Any], model: Any = None) -> tuple[Any, Any]:
+        """TRL's reference log-probs of a batch (either layout): chosen, rejected.
+
+        Args:
+            inputs: a collated batch, on the device.
+            model: the model to call (default: the reference model, else the policy,
+                whose adapter TRL disables).
+        """
+        if model is None:
+            model = self.ref_model if self.ref_model is not None else self.model
+        chosen, rejected = self.compute_ref_log_probs(self.forward_for(model, inputs), inputs)
+        return chosen, rejected
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        if "packed_input_ids" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.precompute_ref_logps:
+            return super().compute_loss(
+                self.forward_for(model, inputs), inputs, return_outputs, num_items_in_batch
+            )
+        # TRL's own reference pass calls the model with TRL's layout; run ours first and let
+        # TRL read the result from the batch, as with precomputed log-probs.
+        chosen, rejected = self.reference_logps(inputs)
+        inputs = {**inputs, REFERENCE_COLUMNS[0]: chosen, REFERENCE_COLUMNS[1]: rejected}
+        self.precompute_ref_logps = True
+        try:
+            return super().compute_loss(
+                self.forward_for(model, inputs), inputs, return_outputs, num_items_in_batch
+            )
+        finally:
+            self.precompute_ref_logps = False
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            self._signature_columns = [  # type: ignore[assignment]
+                "images",
+                "image",
+                *SEQUENCE_COLUMNS,
+                *(f"prompt_{key}" for key in TOKEN_TYPE_KEYS),
+                *REFERENCE_COLUMNS,
+            ]
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the trainable weights (names and float32 values), on this process."""
+        sha = hashlib.sha256()
+        model = self.accelerator.unwrap_model(self.model)
+        for name, parameter in sorted(model.named_parameters(), key=lambda item: item[0]):
+            if parameter.requires_grad:
+                sha.update(name.encode())
+                sha.update(parameter.detach().float().cpu().numpy().tobytes())
+        return sha.hexdigest()

@@ -1,0 +1,104 @@
+"""Pairs on real photos and recipes for the tiny models, shared by the training tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bpo.config import Recipe, load_recipe
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+CHOSEN = {
+    "astronaut": "An astronaut in a white suit stands in front of a flag.",
+    "chelsea": "A brown cat with stripes looks to the left.",
+    "coffee": "A cup of coffee sits on a white plate.",
+    "rocket": "A rocket stands on the launch pad under a blue sky.",
+}
+REJECTED = (
+    "There are two dogs and a red car next to the table.",
+    "A man is holding a knife and a fork in the kitchen.",
+)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: tiny models gain nothing from more, and on a shared machine
+    OpenMP threads waiting for a busy core slow a step down 10-50x."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@dataclass
+class PairData:
+    """A pairs JSONL file and the image folder its paths are relative to."""
+
+    pairs: Path
+    image_root: Path
+    rows: list[dict[str, Any]]
+
+
+def write_pairs(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pair_data(tmp_path_factory: pytest.TempPathFactory, photo_by_name: Any) -> PairData:
+    """8 pairs on 4 photos of skimage.data, one with a system prompt and an earlier turn."""
+    root = tmp_path_factory.mktemp("pairs")
+    images = root / "images"
+    images.mkdir()
+    for name in PHOTOS:
+        photo_by_name(name).resize((64, 48)).save(images / f"{name}.jpg")
+    rows = []
+    for k, rejected in enumerate(REJECTED):
+        for name in PHOTOS:
+            prompt = [{"role": "user", "content": "Describe the image in detail."}]
+            if name == "coffee" and k == 1:
+                prompt = [
+                    {"role": "system", "content": "Answer briefly."},
+                    {"role": "user", "content": "What is this?"},
+                    {"role": "assistant", "content": "A photo."},
+                    {"role": "user", "content": "What is on the plate?"},
+                ]
+            rows.append(
+                {
+                    "id": f"{name}/llm-injection/{k}",
+                    "image": f"{name}.jpg",
+                    "prompt": prompt,
+                    "chosen": CHOSEN[name],
+                    "rejected": rejected,
+                    "strategy": "llm-injection",
+                }
+            )
+    return PairData(write_pairs(root / "pairs.jsonl", rows), images, rows)
+
+
+@pytest.fixture(scope="session")
+def train_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for the session: tokenized pairs and reference log-probs are reused."""
+    return tmp_path_factory.mktemp("train-cache")
+
+
+def tiny_recipe(
+    model: Path, data: PairData, output_dir: Path, cache: Path | None, *overrides: str
+) -> Recipe:
+    """recipes/tiny.yaml on `model` and `data`, writing to `output_dir`."""
+    base = [
+        f"model.name={model}",
+        f"data.pairs={data.pairs}",
+        f"data.image_root={data.image_root}",
+        f"train.output_dir={output_dir}",
+    ]
+    if cache is not None:
+        base.append(f"data.cache_dir={cache}")
+    return load_recipe(RECIPES / "tiny.yaml", [*base, *overrides])
