@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One intra-op thread for torch here and in the processes tests start: tiny
+    # models gain nothing from more, and on a busy 2-core machine OpenMP threads
+    # waiting for a core made steps 5-50x slower. Set before torch is imported.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,7 +53,8 @@ def tiny_qwen2vl_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Without torchvision, this also applies `allow_processors_without_torchvision`
     (for the whole session), so `AutoProcessor.from_pretrained` loads it.
     """
-    from bpo.tiny_model import allow_processors_without_torchvision, build_tiny_model
+    from bpo.compat import allow_processors_without_torchvision
+    from bpo.tiny_model import build_tiny_model
 
     allow_processors_without_torchvision()
     return build_tiny_model("qwen2-vl", tmp_path_factory.mktemp("tiny-qwen2-vl"), seed=0)

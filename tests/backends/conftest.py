@@ -75,21 +75,6 @@ def _wait_for_url(popen: subprocess.Popen[str], stderr_path: Path, timeout: floa
             return line.strip().split()[-1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Torch on one thread while these tests run (restored after each module).
-
-    Tiny models gain nothing from intra-op threads, and on a shared 2-core machine
-    two spinning threads per process made these tests 5-7x slower.
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of `fault_server.py` running in its own process."""

@@ -25,18 +25,6 @@ REJECTED = (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: tiny models gain nothing from more, and on a shared machine
-    OpenMP threads waiting for a busy core slow a step down 10-50x."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @dataclass
 class PairData:
     """A pairs JSONL file and the image folder its paths are relative to."""

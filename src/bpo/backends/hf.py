@@ -80,7 +80,7 @@ class HFBackend:
             MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
         )
 
-        from bpo.tiny_model import allow_processors_without_torchvision
+        from bpo.compat import allow_processors_without_torchvision
 
         if dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")

@@ -62,7 +62,7 @@ def export_run(
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from bpo.train.model import allow_processors_without_torchvision
+    from bpo.compat import allow_processors_without_torchvision
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config_path = run_dir / "config.yaml"

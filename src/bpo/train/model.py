@@ -9,12 +9,12 @@ asked) and freezes the vision tower, as LLaVA's own fine-tuning does.
 
 from __future__ import annotations
 
-import importlib
 import re
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from bpo import compat
 from bpo.config import ModelConfig, Recipe
 from bpo.errors import ConfigError
 
@@ -29,24 +29,11 @@ PROJECTOR_NAMES = ("multi_modal_projector", "visual.merger", "connector", "mm_pr
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def allow_processors_without_torchvision() -> None:
-    """Qwen2-VL-style processors need a torchvision stand-in on the CPU set-up (see bpo.tiny_model)."""
-    for module_name in ("bpo.compat", "bpo.tiny_model"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        allow = getattr(module, "allow_processors_without_torchvision", None)
-        if allow is not None:
-            allow()
-            return
-
-
 def load_processor(config: ModelConfig) -> ProcessorMixin:
     """The model's processor, with a pad token (TRL pads with it; EOS stands in when there is none)."""
     from transformers import AutoProcessor, ProcessorMixin
 
-    allow_processors_without_torchvision()
+    compat.allow_processors_without_torchvision()
     try:
         processor = AutoProcessor.from_pretrained(
             config.name,
