@@ -22,9 +22,8 @@ import argparse
 import sys
 from typing import Any
 
+from bpo.bootstrap.strategies import STRATEGIES
 from bpo.commands.options import add_image_root, add_model_options, add_on_error, backend_options
-
-STRATEGIES = ("image-weakening", "llm-injection", "cooccurrence")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,31 +99,21 @@ def build_backend(args: argparse.Namespace) -> Any:
 
 
 def build_strategy(args: argparse.Namespace) -> Any:
-    if args.strategy == "cooccurrence":
-        from bpo.bootstrap.cooccurrence import CooccurrenceInjector
-        from bpo.lexicon import ObjectLexicon
-
-        lexicon = ObjectLexicon.default()
-        if args.lexicon:
-            lexicon = lexicon.extend(ObjectLexicon.load(args.lexicon))
-        return CooccurrenceInjector(lexicon)
-    sampling = {
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "max_new_tokens": args.max_new_tokens,
-    }
-    if args.strategy == "llm-injection":
-        from bpo.bootstrap.llm_injection import LlmInjector
-
-        return LlmInjector(
-            build_backend(args), style=args.style, template_path=args.template, **sampling
-        )
-    from bpo.bootstrap.image_weakening import ImageWeakening
+    from bpo.bootstrap.strategies import MODEL_STRATEGIES, make_strategy
 
     params = {"step": args.step} if args.distortion == "diffusion" else {}
     params.update(parse_params(args.distortion_param))
-    return ImageWeakening(
-        build_backend(args), distortion=args.distortion, distortion_params=params, **sampling
+    return make_strategy(
+        args.strategy,
+        backend=build_backend(args) if args.strategy in MODEL_STRATEGIES else None,
+        distortion=args.distortion,
+        distortion_params=params,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        style=args.style,
+        template=args.template,
+        lexicon=args.lexicon,
     )
 
 
