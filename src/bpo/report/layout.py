@@ -98,7 +98,8 @@ def _files(root: Path, patterns: list[str]) -> list[Path]:
     found: dict[Path, None] = {}
     for pattern in patterns:
         for path in sorted(root.glob(pattern)):
-            if path.is_file() and not path.name.endswith((".tmp", ".skipped.jsonl")):
+            # Not the sidecars stages write next to an output (bootstrap's per-sample log).
+            if path.is_file() and not path.name.endswith((".tmp", ".skipped.jsonl", ".log.jsonl")):
                 found.setdefault(path, None)
     return list(found)
 
