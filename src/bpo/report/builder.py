@@ -103,6 +103,10 @@ def write_report(
         except BaseException:
             Path(handle.name).unlink(missing_ok=True)
             raise
+    # NamedTemporaryFile creates the file owner-only; a report is for sharing.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(handle.name, 0o666 & ~umask)
     os.replace(handle.name, target)
     return target
 
