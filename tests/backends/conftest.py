@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import pytest
+
+from ..servers import wait_for_url
 
 HERE = Path(__file__).parent
 API_KEY = "test-key-not-secret"
@@ -50,38 +49,13 @@ def _start(
     )
 
 
-def _wait_for_url(popen: subprocess.Popen[str], stderr_path: Path, timeout: float = 180) -> str:
-    """The http:// URL from the first stdout line that has one; stdout is drained after."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump(stream: IO[str]) -> None:
-        for line in stream:
-            lines.put(line)
-        lines.put(None)
-
-    assert popen.stdout is not None
-    threading.Thread(target=pump, args=(popen.stdout,), daemon=True).start()
-    while True:
-        try:
-            line = lines.get(timeout=timeout)
-        except queue.Empty:
-            popen.kill()
-            raise RuntimeError(
-                f"no URL within {timeout}s; stderr: {stderr_path.read_text()}"
-            ) from None
-        if line is None:
-            raise RuntimeError(f"server exited ({popen.wait()}): {stderr_path.read_text()}")
-        if "http://" in line:
-            return line.strip().split()[-1]
-
-
 @pytest.fixture(scope="session")
 def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of `fault_server.py` running in its own process."""
     stderr_path = tmp_path_factory.mktemp("fault-server") / "stderr.txt"
     popen = _start([sys.executable, str(HERE / "fault_server.py")], stderr_path)
     try:
-        yield _wait_for_url(popen, stderr_path)
+        yield wait_for_url(popen, stderr_path)
     finally:
         popen.kill()
         popen.wait()
@@ -128,7 +102,7 @@ def served(
     for name, popen in popens.items():
         stderr_path = folder / f"{name}.stderr"
         api_key = API_KEY if "--api-key-env" in options[name] else None
-        processes[name] = Process(popen, _wait_for_url(popen, stderr_path), stderr_path, api_key)
+        processes[name] = Process(popen, wait_for_url(popen, stderr_path), stderr_path, api_key)
     yield processes
     for name, process in processes.items():
         status = process.stop()

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
+
+from ..servers import wait_for_url
 
 PHOTOS = ("astronaut", "chelsea", "coffee")
 
@@ -74,7 +74,6 @@ def fake_backend() -> FakeBackend:
 
 
 # --- `bpo serve` in its own process ------------------------------------------------------
-# (tests/backends/conftest.py has the same start-and-wait logic for its own fixtures.)
 
 
 @dataclass
@@ -82,29 +81,6 @@ class Server:
     popen: subprocess.Popen[str]
     url: str
     stderr_path: Path
-
-
-def _wait_for_url(popen: subprocess.Popen[str], stderr_path: Path, timeout: float = 180) -> str:
-    """The http:// URL from the first stdout line that has one (`bpo serve` prints it)."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump(stream: IO[str]) -> None:
-        for line in stream:
-            lines.put(line)
-        lines.put(None)
-
-    assert popen.stdout is not None
-    threading.Thread(target=pump, args=(popen.stdout,), daemon=True).start()
-    while True:
-        try:
-            line = lines.get(timeout=timeout)
-        except queue.Empty:
-            popen.kill()
-            raise RuntimeError(f"no URL in {timeout}s: {stderr_path.read_text()}") from None
-        if line is None:
-            raise RuntimeError(f"bpo serve exited ({popen.wait()}): {stderr_path.read_text()}")
-        if "http://" in line:
-            return line.strip().split()[-1]
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +95,7 @@ def tiny_llava_server(
         argv, stdout=subprocess.PIPE, stderr=stderr_path.open("w"), text=True, env=dict(os.environ)
     )
     try:
-        yield Server(popen, _wait_for_url(popen, stderr_path), stderr_path)
+        yield Server(popen, wait_for_url(popen, stderr_path), stderr_path)
     finally:
         popen.terminate()
         try:
