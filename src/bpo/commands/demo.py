@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fast", action="store_true", help="tiny sizes: a smoke test of every stage, not a result"
     )
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train the base model with the project's code instead of using the shipped one",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -36,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         seed=args.seed,
         fast=args.fast,
+        from_scratch=args.from_scratch,
         overrides=args.overrides,
         progress=not args.no_progress,
     )

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -58,15 +59,33 @@ def _caption_samples(world: Any, out: Path) -> Path:
     return path
 
 
-def _base_model(world_dir: Path, out: Path, *, seed: int, fast: bool, progress: bool) -> Path:
-    from bpo.toy.base_model import BUILD_FILE, build_base_model
+def _base_model(
+    world: Any, out: Path, *, seed: int, fast: bool, from_scratch: bool, progress: bool
+) -> Path:
+    """The shipped base model when it was trained on this very world, else a new build."""
+    import shutil
+
+    from bpo.toy.base_model import (
+        BUILD_FILE,
+        BaseModelSettings,
+        build_base_model,
+        built_from,
+        shipped_checkpoint,
+    )
 
     target = out / "base"
     if (target / BUILD_FILE).exists():  # written last: a complete earlier build
         return target
+    if not (from_scratch or fast):
+        shipped = shipped_checkpoint()
+        if built_from(shipped) == (seed, world.fingerprint, asdict(BaseModelSettings())):
+            print(f"[bpo demo] base model: the shipped checkpoint ({shipped})", file=sys.stderr)
+            shutil.copytree(shipped, target.with_suffix(".tmp"), dirs_exist_ok=True)
+            os.replace(target.with_suffix(".tmp"), target)
+            return target
     print("[bpo demo] training the biased base model from scratch", file=sys.stderr)
     return build_base_model(
-        world_dir, target, seed=seed, progress=progress, **(FAST_BASE if fast else {})
+        world.root, target, seed=seed, progress=progress, **(FAST_BASE if fast else {})
     )
 
 
@@ -99,6 +118,7 @@ def run_demo(
     *,
     seed: int = 0,
     fast: bool = False,
+    from_scratch: bool = False,
     overrides: Sequence[str] = (),
     progress: bool = True,
 ) -> Run:
@@ -108,6 +128,7 @@ def run_demo(
         out: the demo folder (resumed if it exists).
         seed: seeds the world, the base model, the bootstrap and the training.
         fast: tiny sizes: a smoke test of every stage, not a result.
+        from_scratch: train the base model even where the shipped one fits the world.
         overrides: dotted recipe overrides, as for `bpo run`.
         progress: show progress bars.
     """
@@ -119,7 +140,9 @@ def run_demo(
         root / "world", seed=seed, progress=progress, **(FAST_WORLD if fast else {})
     )
     world = ToyWorld.load(world_dir)
-    base = _base_model(world_dir, root, seed=seed, fast=fast, progress=progress)
+    base = _base_model(
+        world, root, seed=seed, fast=fast, from_scratch=from_scratch, progress=progress
+    )
     paths = [
         f"model.name={base}",
         f"samples.path={_caption_samples(world, root)}",
