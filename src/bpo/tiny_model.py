@@ -58,6 +58,7 @@ class TinySize:
         vocab_size: target vocabulary of the BPE trainer (the corpus may give fewer).
         image_size: LLaVA: side of the square image the vision tower sees. Qwen2-VL:
             side of the largest square pixel budget (``max_pixels = image_size**2``).
+        patch_size: LLaVA: side of the CLIP patches (Qwen2-VL keeps its own 14 px).
     """
 
     hidden_size: int = 64
@@ -70,12 +71,12 @@ class TinySize:
     vision_num_attention_heads: int = 4
     vocab_size: int = 1024
     image_size: int = 32
+    patch_size: int = 8
 
 
 # LLaVA: 32 px images in 8 px patches give 16 image tokens (llava-1.5 uses 336/14 -> 576).
 # Qwen2-VL: 14 px patches merged 2x2 (as in Qwen2-VL); 84x84 px at most gives 4 to 9 tokens.
 _DEFAULT_SIZES = {"llava": TinySize(image_size=32), "qwen2-vl": TinySize(image_size=84)}
-_LLAVA_PATCH_SIZE = 8
 _QWEN_PATCH_SIZE = 14
 _QWEN_MERGE_SIZE = 2
 _QWEN_TEMPORAL_PATCH_SIZE = 2
@@ -211,8 +212,8 @@ def _build_llava(size: TinySize) -> tuple[PreTrainedModel, ProcessorMixin]:
     )
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    if size.image_size % _LLAVA_PATCH_SIZE:
-        raise ConfigError(f"llava: image_size must be a multiple of {_LLAVA_PATCH_SIZE}")
+    if size.image_size % size.patch_size:
+        raise ConfigError(f"llava: image_size must be a multiple of {size.patch_size}")
     # BOS comes from the chat template (see the module docstring). Left padding: decoder-only
     # generation continues the right end of a batch.
     base = LlamaTokenizer(add_bos_token=False, add_eos_token=False, padding_side="left")
@@ -226,7 +227,7 @@ def _build_llava(size: TinySize) -> tuple[PreTrainedModel, ProcessorMixin]:
     tokenizer.pad_token = "<pad>"
 
     # As llava-1.5-7b-hf: the CLS position is counted (+1) then dropped by the "default" strategy.
-    num_patches = (size.image_size // _LLAVA_PATCH_SIZE) ** 2
+    num_patches = (size.image_size // size.patch_size) ** 2
     vision_config = CLIPVisionConfig(
         hidden_size=size.vision_hidden_size,
         intermediate_size=4 * size.vision_hidden_size,
@@ -234,7 +235,7 @@ def _build_llava(size: TinySize) -> tuple[PreTrainedModel, ProcessorMixin]:
         num_hidden_layers=size.vision_num_hidden_layers,
         num_attention_heads=size.vision_num_attention_heads,
         image_size=size.image_size,
-        patch_size=_LLAVA_PATCH_SIZE,
+        patch_size=size.patch_size,
     )
     text_config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -264,7 +265,7 @@ def _build_llava(size: TinySize) -> tuple[PreTrainedModel, ProcessorMixin]:
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=_LLAVA_PATCH_SIZE,
+        patch_size=size.patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
         chat_template=LLAVA_CHAT_TEMPLATE,

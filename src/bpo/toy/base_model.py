@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from bpo.data.images import load_image
 from bpo.data.records import Sample, chat_messages
 from bpo.errors import ConfigError
+from bpo.tiny_model import build_tiny_model
 from bpo.toy.world import ToyWorld
 
 if TYPE_CHECKING:
@@ -447,22 +448,6 @@ def _stage_sft(
     return {"loss": loss}
 
 
-def _build_tiny_llava(out_dir: str, *, seed: int, patch_size: int, **sizes: int) -> None:
-    """`bpo.tiny_model.build_tiny_model("llava", ...)` with another CLIP patch size.
-
-    `bpo.tiny_model` fixes LLaVA's patch at 8 px; until `TinySize` has a
-    ``patch_size`` field, its module constant is swapped for the call.
-    """
-    import bpo.tiny_model as tiny_model
-
-    default = tiny_model._LLAVA_PATCH_SIZE
-    tiny_model._LLAVA_PATCH_SIZE = patch_size
-    try:
-        tiny_model.build_tiny_model("llava", out_dir, seed=seed, **sizes)
-    finally:
-        tiny_model._LLAVA_PATCH_SIZE = default
-
-
 # --- the build -------------------------------------------------------------------------
 
 
@@ -515,7 +500,8 @@ def build_base_model(
             generator = torch.Generator().manual_seed(seed)
             with tempfile.TemporaryDirectory(prefix="bpo-toy-base-") as scratch:
                 sizes = {name: getattr(options, name) for name in _TINY_MODEL_FIELDS}
-                _build_tiny_llava(
+                build_tiny_model(
+                    "llava",
                     scratch,
                     seed=seed,
                     image_size=world.spec.image_size,

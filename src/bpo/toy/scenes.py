@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-WORLD_FORMAT = "bpo-toy-world"
-WORLD_VERSION = 1
 CAPTION_PROMPT = "Describe the image."
 QUESTION_TEMPLATE = "Is there a {object} in the image?"
 ANSWERS = {True: "Yes", False: "No"}
