@@ -220,7 +220,11 @@ def _overview(files: RunFiles, counts: DataCounts, policy: ErrorPolicy) -> str:
         if paths is None or paths == []:
             return "-"
         paths = paths if isinstance(paths, list) else [paths]
-        return ", ".join(str(path.relative_to(files.root)) for path in paths)
+        # Relative to the run folder where inside it (a recipe's samples may be elsewhere).
+        return ", ".join(
+            str(path.relative_to(files.root) if path.is_relative_to(files.root) else path)
+            for path in paths
+        )
 
     rows = [
         ["recipe", shown(files.config_path)],

@@ -69,9 +69,14 @@ def find_run_files(
     if config_path.is_file():
         files.config_path = config_path
         files.config = _read_yaml(config_path)
-    files.samples = _first_file(
-        root, ["data/samples.jsonl", "samples.jsonl", "data/samples.json", "samples.json"]
-    )
+    # `bpo run` records where its samples are (samples.path); else look by name.
+    recorded = (files.config.get("samples") or {}).get("path") if files.config else None
+    if recorded and Path(recorded).is_file():
+        files.samples = Path(recorded)
+    else:
+        files.samples = _first_file(
+            root, ["data/samples.jsonl", "samples.jsonl", "data/samples.json", "samples.json"]
+        )
     files.negatives = _files(root, ["negatives/*.jsonl", "negatives.jsonl", "*negatives*.jsonl"])
     files.pairs = _first_file(root, ["pairs.jsonl", "pairs/pairs.jsonl", "*pairs*.jsonl"])
     if files.pairs is not None and stats_path(files.pairs).is_file():
