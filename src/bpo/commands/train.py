@@ -70,7 +70,13 @@ def run(args: argparse.Namespace) -> int:
 
     from bpo.train.runner import train
 
-    result = train(recipe, resume=args.resume, overwrite=args.overwrite)
-    if PartialState().is_main_process:
+    state = PartialState()
+    try:
+        result = train(recipe, resume=args.resume, overwrite=args.overwrite)
+    finally:
+        # Under `accelerate launch`, a process group left to the interpreter's exit can
+        # abort a rank ("terminate called without an active exception", seen with gloo).
+        state.destroy_process_group()
+    if state.is_main_process:
         print(f"{result.output} (step {result.global_step})")
     return 0
