@@ -131,7 +131,7 @@ def run_pipeline(
 
 
 def _bootstrap(run: Run, progress: bool) -> None:
-    from bpo.backends import get_backend
+    from bpo.backends import backend_options, get_backend
     from bpo.bootstrap.runner import run_bootstrap
     from bpo.bootstrap.strategies import make_strategy
 
@@ -148,13 +148,11 @@ def _bootstrap(run: Run, progress: bool) -> None:
             model = recipe.model.name
             if name == "llm-injection":
                 model = config.injection_model or model
-            options: dict[str, Any] = (
-                {"base_url": config.base_url}
-                if config.backend == "openai"
-                else {
-                    "device": config.device,
-                    "batch_size": config.batch_size * config.num_negatives,
-                }
+            options = backend_options(
+                config.backend,
+                base_url=config.base_url,
+                device=config.device,
+                batch_size=config.batch_size * config.num_negatives,
             )
             backend = get_backend(config.backend, model=model, **options)
         strategy = make_strategy(

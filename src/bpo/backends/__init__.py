@@ -44,4 +44,37 @@ def get_backend(name: str, **options: Any) -> Backend:
     return backend
 
 
-__all__ = ["BACKENDS", "Backend", "Completion", "GenerationRequest", "get_backend"]
+def backend_options(
+    name: str,
+    *,
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    concurrency: int = 8,
+    device: str = "cpu",
+    dtype: str = "auto",
+    batch_size: int = 16,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Of the common settings, the keyword options backend `name` takes (for `get_backend`)."""
+    if name == "openai":
+        if not base_url:
+            raise ConfigError("an openai backend needs its server URL (--base-url)")
+        return {"base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency}
+    if name == "vllm":
+        return {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    return {
+        "device": device,
+        "dtype": dtype,
+        "batch_size": batch_size,
+        "trust_remote_code": trust_remote_code,
+    }
+
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Completion",
+    "GenerationRequest",
+    "backend_options",
+    "get_backend",
+]

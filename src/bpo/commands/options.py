@@ -46,21 +46,19 @@ def backend_options(
     api_key_env: str,
     batch_size: int,
 ) -> dict[str, Any]:
-    """The keyword options `bpo.backends.get_backend(kind, model=...)` takes, from the flags."""
-    from bpo.errors import ConfigError
+    """`bpo.backends.backend_options` from the flags of `add_model_options`."""
+    from bpo.backends import backend_options as options
 
-    if kind == "openai":
-        if not base_url:
-            raise ConfigError("an openai backend needs its server URL (--base-url)")
-        return {"base_url": base_url, "api_key_env": api_key_env, "concurrency": args.concurrency}
-    if kind == "vllm":
-        return {"dtype": args.dtype, "trust_remote_code": args.trust_remote_code}
-    return {
-        "device": args.device,
-        "dtype": args.dtype,
-        "batch_size": batch_size,
-        "trust_remote_code": args.trust_remote_code,
-    }
+    return options(
+        kind,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        concurrency=args.concurrency,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=batch_size,
+        trust_remote_code=args.trust_remote_code,
+    )
 
 
 def not_built(command: str, issue: str) -> int:
