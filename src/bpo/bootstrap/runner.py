@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,14 +170,21 @@ def run_bootstrap(
     policy = policy or ErrorPolicy()
     summary = BootstrapSummary(strategy=strategy.name)
 
-    # Reading problems are reported once, in the generation pass below.
-    quiet = ErrorPolicy(on_error="skip")
-    strategy.fit(read_samples(samples_path, format=format, policy=quiet))
-    total = sum(
-        1
-        for position, _ in enumerate(read_samples(samples_path, format=format, policy=quiet))
-        if position in shard
-    )
+    # One reading pass both fits the strategy (on every sample, not only this shard's)
+    # and counts this shard's samples for the progress bar; what fit leaves unread is
+    # drained. Reading problems are reported once, in the generation pass below.
+    total = 0
+
+    def counted() -> Iterator[Sample]:
+        nonlocal total
+        quiet = ErrorPolicy(on_error="skip")
+        for position, sample in enumerate(read_samples(samples_path, format=format, policy=quiet)):
+            total += position in shard
+            yield sample
+
+    samples = counted()
+    strategy.fit(samples)
+    deque(samples, maxlen=0)
 
     done = _done_samples(log_path(out))
     with JsonlWriter(out) as writer, JsonlWriter(log_path(out)) as log:
