@@ -75,6 +75,13 @@ class ModelConfig:
         default=False,
         metadata=doc("Run code shipped with the checkpoint (only for models you trust)."),
     )
+    allow_pickle: bool = field(
+        default=False,
+        metadata=doc(
+            "Load pickle-based weights (pytorch_model.bin) when a checkpoint has no "
+            "safetensors; unpickling can run code, so only for checkpoints you trust."
+        ),
+    )
     processor_kwargs: dict[str, Any] = field(
         default_factory=dict,
         metadata=doc(

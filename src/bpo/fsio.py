@@ -1,0 +1,89 @@
+"""Writing files so that a crash never leaves half of one under its final name.
+
+Every output that is not an append-only JSONL file (see `bpo.data.jsonl.JsonlWriter`)
+is written to a temporary name next to the target and renamed over it: `os.replace`
+is atomic on POSIX and Windows, so a reader (or a resumed run) sees either the old
+file or the whole new one. A process killed mid-write leaves only a hidden
+``.NAME.PID.tmp`` file, which the next write of the same target replaces.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+def _temporary(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
+
+
+@contextmanager
+def atomic_write(
+    path: str | os.PathLike[str], mode: str = "w", *, encoding: str | None = "utf-8"
+) -> Iterator[IO[Any]]:
+    """Open a temporary file for writing and rename it to `path` when the block ends.
+
+    Args:
+        path: the final file; its folder is created.
+        mode: ``"w"`` (text) or ``"wb"`` (bytes).
+        encoding: text encoding (ignored for bytes).
+
+    On an exception the temporary file is removed and `path` is left as it was.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write writes whole files: mode 'w' or 'wb', not {mode!r}")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary(target)
+    try:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write `text` to `path` atomically (UTF-8) and return the path."""
+    with atomic_write(path) as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write `data` to `path` atomically and return the path."""
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Fill a staging folder and move it to `path` when the block ends.
+
+    For outputs that are a folder (a checkpoint, a `datasets` export): a crash leaves
+    the staging folder behind, never a half-filled `path`. An existing `path` is
+    replaced only once the new one is complete.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = _temporary(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+        if target.exists():
+            old = target.with_name(f".{target.name}.{os.getpid()}.old")
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
