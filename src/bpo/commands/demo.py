@@ -12,6 +12,11 @@ Re-running with the same --out resumes. Recipe overrides as for `bpo run`.
 Example:
   bpo demo --out runs/demo
   bpo demo --out runs/demo-lr train.learning_rate=1e-4
+  bpo demo --ablate --out runs/ablate   # 6 variants x 2 base seeds x 3 preference seeds
+
+`--ablate` compares the base, SFT on all gold answers, SFT on the selected pairs'
+gold answers, and BPO with each strategy and both (`bpo.toy.ablation`); it trains
+25 models per base seed, so it takes tens of minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -32,9 +37,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train the base model with the project's code instead of using the shipped one",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    ablate = parser.add_argument_group("ablations")
+    ablate.add_argument(
+        "--ablate", action="store_true", help="run every variant over several seeds (slow)"
+    )
+    ablate.add_argument(
+        "--base-seeds", type=int, nargs="+", default=[0, 1], help="default: %(default)s"
+    )
+    ablate.add_argument(
+        "--preference-seeds", type=int, nargs="+", default=[0, 1, 2], help="default: %(default)s"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ablate:
+        from bpo.toy.ablation import run_ablation
+
+        run_ablation(
+            args.out,
+            seed=args.seed,
+            base_seeds=args.base_seeds,
+            preference_seeds=args.preference_seeds,
+            fast=args.fast,
+            overrides=args.overrides,
+            progress=not args.no_progress,
+        )
+        return 0
     from bpo.toy.demo import run_demo
 
     run_demo(

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bpo.data.jsonl import JsonlWriter, iter_jsonl
+from bpo.data.jsonl import iter_jsonl
 from bpo.pipeline import Run, run_pipeline
 
 # Sizes that make the whole demo a smoke test (`--fast`): every stage runs, on
@@ -47,24 +47,25 @@ def toy_recipe_path() -> Path:
     return Path(str(resources.files("bpo") / "resources" / "toy.yaml"))
 
 
-def _caption_samples(world: Any, out: Path) -> Path:
+def caption_samples(world: Any, out: Path) -> Path:
     """The preference scenes' caption samples (yes/no answers name no object to inject)."""
+    from bpo.fsio import atomic_write
+
     path = out / "data" / "preference.jsonl"
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        with JsonlWriter(tmp, resume=False) as writer:
+        with atomic_write(path) as handle:
             for sample in world.samples("preference", task="caption"):
-                writer.write(sample)
-        os.replace(tmp, path)
+                handle.write(json.dumps(sample.to_dict(), ensure_ascii=False) + "\n")
     return path
 
 
-def _base_model(
-    world: Any, out: Path, *, seed: int, fast: bool, from_scratch: bool, progress: bool
+def base_model(
+    world: Any, target: Path, *, seed: int, fast: bool, from_scratch: bool, progress: bool
 ) -> Path:
     """The shipped base model when it was trained on this very world, else a new build."""
     import shutil
 
+    from bpo.fsio import atomic_dir
     from bpo.toy.base_model import (
         BUILD_FILE,
         BaseModelSettings,
@@ -73,17 +74,16 @@ def _base_model(
         shipped_checkpoint,
     )
 
-    target = out / "base"
     if (target / BUILD_FILE).exists():  # written last: a complete earlier build
         return target
     if not (from_scratch or fast):
         shipped = shipped_checkpoint()
         if built_from(shipped) == (seed, world.fingerprint, asdict(BaseModelSettings())):
             print(f"[bpo demo] base model: the shipped checkpoint ({shipped})", file=sys.stderr)
-            shutil.copytree(shipped, target.with_suffix(".tmp"), dirs_exist_ok=True)
-            os.replace(target.with_suffix(".tmp"), target)
+            with atomic_dir(target) as staging:
+                shutil.copytree(shipped, staging, dirs_exist_ok=True)
             return target
-    print("[bpo demo] training the biased base model from scratch", file=sys.stderr)
+    print(f"[bpo demo] training the biased base model (seed {seed}) from scratch", file=sys.stderr)
     return build_base_model(
         world.root, target, seed=seed, progress=progress, **(FAST_BASE if fast else {})
     )
@@ -91,17 +91,16 @@ def _base_model(
 
 def toy_measures(run: Run, label: str) -> None:
     """Score the captions `label` wrote on the test scenes with the toy world's measures."""
+    from bpo.fsio import write_text
     from bpo.toy.metrics import caption_metrics
     from bpo.toy.world import ToyWorld
 
     chair = run.path("eval", f"{label}-chair")
-    world = ToyWorld.load(run.path("world"))
+    world = ToyWorld.load(run.recipe.eval.image_root or "")  # the demo sets it to the world
     answers = {row["id"]: row["answer"] for _, row in iter_jsonl(chair / "predictions.jsonl")}
     samples = list(world.samples("test", task="caption"))
     metrics = caption_metrics(samples, answers, spec=world.spec)
     counts = metrics.pop("counts")
-    out = run.path("eval", f"{label}-toy")
-    out.mkdir(parents=True, exist_ok=True)
     results = {
         "bench": "toy",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -110,7 +109,9 @@ def toy_measures(run: Run, label: str) -> None:
         "metrics": metrics,
         "details": {},
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_text(
+        run.path("eval", f"{label}-toy", "results.json"), json.dumps(results, indent=2) + "\n"
+    )
 
 
 def run_demo(
@@ -140,12 +141,12 @@ def run_demo(
         root / "world", seed=seed, progress=progress, **(FAST_WORLD if fast else {})
     )
     world = ToyWorld.load(world_dir)
-    base = _base_model(
-        world, root, seed=seed, fast=fast, from_scratch=from_scratch, progress=progress
+    base = base_model(
+        world, root / "base", seed=seed, fast=fast, from_scratch=from_scratch, progress=progress
     )
     paths = [
         f"model.name={base}",
-        f"samples.path={_caption_samples(world, root)}",
+        f"samples.path={caption_samples(world, root)}",
         f"samples.image_root={world_dir}",
         f"eval.chair={world.samples_path('test')}",
         f"eval.pope={world.pope_path('test', 'counterfactual')}",

@@ -1,0 +1,319 @@
+"""`bpo demo --ablate`: how much of the demo's gain is BPO's, over several seeds.
+
+For each base seed (a base model trained from scratch on the same world) and each
+preference seed (the bootstrap's sampling, the pairs' mixing and the training's
+batch order), six variants on the same test scenes:
+
+    base          the base model, untouched
+    sft-all       SFT on every preference scene's gold caption, as many steps as BPO
+    sft-matched   SFT on exactly the gold answers of bpo-both's pairs (the same
+                  selection, the same steps: what selection alone buys)
+    bpo-noise     DPO on image-weakened negatives only
+    bpo-inject    DPO on co-occurrence injection only
+    bpo-both      DPO on both (the demo's recipe)
+
+Each trained variant is an ordinary `bpo run` folder under
+``OUT/base<B>/seed<P>/<variant>``; SFT is the same `bpo train` with TRL's ``sft``
+loss (the NLL term BPO's RPO loss already holds, without the preference term).
+The variants of a cell share what they can: bpo-noise and bpo-inject resume from
+bpo-both's negatives (the same seeds give the same negatives), and sft-matched
+trains on bpo-both's pairs file.
+
+Choices are made on the validation split: every model also captions the
+validation scenes (``eval/<label>-validation``), and the best BPO variant is the
+one with the highest mean grounding score there (`bpo.toy.metrics.grounding_score`).
+The table reports the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bpo.pipeline import Run, run_pipeline
+
+VARIANTS = ("base", "sft-all", "sft-matched", "bpo-noise", "bpo-inject", "bpo-both")
+BPO_STRATEGIES = {
+    "bpo-noise": ["image-weakening"],
+    "bpo-inject": ["cooccurrence"],
+    "bpo-both": ["image-weakening", "cooccurrence"],
+}
+SFT_LOSS = "train.loss_type=[sft]"
+TRAINED_STAGES = ("bootstrap", "pairs", "train", "export", "eval")
+SFT_STAGES = ("train", "export", "eval")
+
+# The table's measures: (results key, column name, lower is better).
+MEASURES = (
+    ("cf_absent_partner_rate", "CF absent-partner", True),
+    ("chair_i", "CHAIR_i", True),
+    ("chair_s", "CHAIR_s", True),
+    ("cf_recall", "CF recall", False),
+    ("normal_dependent_recall", "normal dep. recall", False),
+    ("pope_accuracy", "POPE (CF) acc.", False),
+)
+
+
+def _say(message: str) -> None:
+    print(f"[bpo demo --ablate] {message}", file=sys.stderr, flush=True)
+
+
+def _copy_missing(source: Path, target: Path, names: Sequence[str]) -> None:
+    """Copy the files `names` of `source` into `target`, where `target` lacks them."""
+    from bpo.fsio import atomic_write
+
+    for name in names:
+        origin, destination = source / name, target / name
+        if origin.exists() and not destination.exists():
+            with open(origin, "rb") as reader, atomic_write(destination, "wb") as writer:
+                shutil.copyfileobj(reader, writer)
+
+
+def _gold_pairs(samples_path: Path, out: Path) -> None:
+    """Every sample's gold answer as the chosen response (the sft loss reads no rejected)."""
+    from bpo.data.formats import read_samples
+    from bpo.data.records import Pair
+    from bpo.fsio import atomic_write
+
+    if out.exists():
+        return
+    with atomic_write(out) as handle:
+        for sample in read_samples(samples_path, format="jsonl"):
+            pair = Pair(
+                id=f"{sample.id}/gold",
+                image=sample.image,
+                prompt=sample.prompt,
+                chosen=sample.response,
+                rejected=sample.response,
+                strategy="gold",
+            )
+            handle.write(json.dumps(pair.to_dict(), ensure_ascii=False) + "\n")
+
+
+def _validation_measures(run: Run, label: str, model: str, world: Any) -> None:
+    """Caption the validation scenes with `model` and score them (the choices are made here)."""
+    from bpo.eval.runner import EvalOptions, evaluate
+    from bpo.fsio import write_text
+    from bpo.toy.metrics import caption_metrics
+
+    out = run.path("eval", f"{label}-validation")
+    if (out / "toy.json").exists():
+        return
+    config = run.recipe.eval
+    evaluate(
+        EvalOptions(
+            bench="chair",
+            out=out,
+            data=str(world.samples_path("validation")),
+            image_root=str(world.root),
+            model=model,
+            batch_size=config.batch_size,
+            max_new_tokens=config.max_new_tokens,
+            progress=False,
+        )
+    )
+    rows = (json.loads(line) for line in (out / "predictions.jsonl").open(encoding="utf-8"))
+    answers = {row["id"]: row["answer"] for row in rows}
+    metrics = caption_metrics(world.samples("validation", task="caption"), answers, spec=world.spec)
+    write_text(out / "toy.json", json.dumps(metrics, indent=2) + "\n")
+
+
+def _measures(run_dir: Path, label: str) -> dict[str, float]:
+    """One model's test measures (and its validation grounding score) from a run folder."""
+    from bpo.toy.metrics import grounding_score
+
+    def results(name: str) -> dict[str, Any]:
+        path = run_dir / "eval" / f"{label}-{name}" / "results.json"
+        return dict(json.loads(path.read_text(encoding="utf-8"))["metrics"])
+
+    toy, chair, pope = results("toy"), results("chair"), results("pope")
+    validation = json.loads(
+        (run_dir / "eval" / f"{label}-validation" / "toy.json").read_text(encoding="utf-8")
+    )
+    return {
+        "cf_absent_partner_rate": toy["cf_absent_partner_rate"],
+        "chair_i": chair["chair_i"],
+        "chair_s": chair["chair_s"],
+        "cf_recall": toy["cf_recall"],
+        "normal_dependent_recall": toy["normal_dependent_recall"],
+        "pope_accuracy": pope["overall"]["accuracy"],
+        "validation_grounding": grounding_score(validation),
+    }
+
+
+def run_ablation(
+    out: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    base_seeds: Sequence[int] = (0, 1),
+    preference_seeds: Sequence[int] = (0, 1, 2),
+    fast: bool = False,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Every variant for every base and preference seed; writes and prints the table.
+
+    Args:
+        out: the ablation folder (resumed if it exists).
+        seed: the world seed.
+        base_seeds: seeds of the base models (the shipped one is base seed 0 on world 0).
+        preference_seeds: seeds of bootstrap, pairs and training.
+        fast: tiny sizes: a smoke test of every variant, not a result.
+        overrides: dotted recipe overrides for every trained variant.
+        progress: show progress bars.
+
+    Returns:
+        What ``OUT/ablation.json`` holds: per-run measures and the summary.
+    """
+    from bpo.config import load_recipe
+    from bpo.fsio import write_text
+    from bpo.toy.demo import (
+        FAST_RECIPE,
+        FAST_WORLD,
+        base_model,
+        caption_samples,
+        toy_measures,
+        toy_recipe_path,
+    )
+    from bpo.toy.world import ToyWorld, write_world
+
+    root = Path(out)
+    world_dir = write_world(
+        root / "world", seed=seed, progress=progress, **(FAST_WORLD if fast else {})
+    )
+    world = ToyWorld.load(world_dir)
+    samples = caption_samples(world, root)
+    runs: list[dict[str, Any]] = []
+    for base_seed in base_seeds:
+        base = base_model(
+            world,
+            root / f"base-{base_seed}",
+            seed=base_seed,
+            fast=fast,
+            from_scratch=False,
+            progress=progress,
+        )
+        for preference_seed in preference_seeds:
+            cell = root / f"base{base_seed}" / f"seed{preference_seed}"
+            common = [
+                f"model.name={base}",
+                f"samples.path={samples}",
+                f"samples.image_root={world_dir}",
+                f"eval.chair={world.samples_path('test')}",
+                f"eval.pope={world.pope_path('test', 'counterfactual')}",
+                f"eval.image_root={world_dir}",
+                *(f"{key}.seed={preference_seed}" for key in ("bootstrap", "pairs", "train")),
+                *(FAST_RECIPE if fast else ()),
+                *overrides,
+            ]
+            plans: list[tuple[str, list[str], tuple[str, ...]]] = [
+                (name, [f"bootstrap.strategies={strategies}"], TRAINED_STAGES)
+                for name, strategies in sorted(
+                    BPO_STRATEGIES.items(), key=lambda item: item[0] != "bpo-both"
+                )
+            ]
+            plans += [(name, [SFT_LOSS], SFT_STAGES) for name in ("sft-matched", "sft-all")]
+            both = cell / "bpo-both"
+            for name, settings, stages in plans:
+                run_dir = cell / name
+                if name in ("bpo-noise", "bpo-inject"):
+                    files = [
+                        f"{strategy}.jsonl{suffix}"
+                        for strategy in BPO_STRATEGIES[name]
+                        for suffix in ("", ".log.jsonl")
+                    ]
+                    _copy_missing(both / "negatives", run_dir / "negatives", files)
+                elif name == "sft-matched":
+                    _copy_missing(both, run_dir, ["pairs.jsonl", "pairs.stats.json"])
+                elif name == "sft-all":
+                    _gold_pairs(samples, run_dir / "pairs.jsonl")
+                if name != "bpo-both":  # the base model's answers are the same in every run
+                    _copy_missing(both / "stages", run_dir / "stages", ["eval-base.json"])
+                    for bench in ("chair", "pope", "toy", "validation"):
+                        source = both / "eval" / f"base-{bench}"
+                        if source.exists() and not run_dir.joinpath("eval", source.name).exists():
+                            shutil.copytree(source, run_dir / "eval" / source.name)
+                _say(f"base seed {base_seed}, preference seed {preference_seed}: {name}")
+                recipe = load_recipe(toy_recipe_path(), [*common, *settings])
+                run = run_pipeline(
+                    recipe, run_dir, stages=stages, progress=progress, after_eval=toy_measures
+                )
+                _validation_measures(run, "base", str(base), world)
+                _validation_measures(run, "bpo", str(run.path("model")), world)
+                for variant, label in (("base", "base"), (name, "bpo")):
+                    if variant == "base" and name != "bpo-both":
+                        continue
+                    runs.append(
+                        {
+                            "base_seed": base_seed,
+                            "preference_seed": preference_seed,
+                            "variant": variant,
+                            "run": str(run_dir),
+                            **_measures(run_dir, label),
+                        }
+                    )
+    summary = summarize(runs)
+    result = {"runs": runs, "summary": summary, "best_bpo": best_bpo(summary)}
+    write_text(root / "ablation.json", json.dumps(result, indent=2) + "\n")
+    table = ablation_table(result)
+    write_text(root / "ablation.md", table + "\n")
+    print(table)
+    return result
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per variant: mean and sample standard deviation of each measure over all its runs.
+
+    The spread is over every (base seed, preference seed) run of a variant; the
+    per-base-seed means are kept too, so a reader can tell seed noise from base noise.
+    """
+    keys = [key for key, _, _ in MEASURES] + ["validation_grounding"]
+    summary: dict[str, dict[str, Any]] = {}
+    for variant in VARIANTS:
+        chosen = [run for run in runs if run["variant"] == variant]
+        if not chosen:
+            continue
+        entry: dict[str, Any] = {"runs": len(chosen)}
+        for key in keys:
+            mean, std = _mean_std([run[key] for run in chosen])
+            entry[key] = {"mean": mean, "std": std}
+            entry[key]["per_base_seed"] = {
+                str(seed): _mean_std([run[key] for run in chosen if run["base_seed"] == seed])[0]
+                for seed in sorted({run["base_seed"] for run in chosen})
+            }
+        summary[variant] = entry
+    return summary
+
+
+def best_bpo(summary: dict[str, dict[str, Any]]) -> str | None:
+    """The BPO variant with the highest mean grounding score on the validation split."""
+    candidates = [name for name in BPO_STRATEGIES if name in summary]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda name: summary[name]["validation_grounding"]["mean"])
+
+
+def ablation_table(result: dict[str, Any]) -> str:
+    """The summary as a Markdown table: mean ± standard deviation over the runs."""
+    summary = result["summary"]
+    header = ["variant", "runs", *(name for _, name, _ in MEASURES), "val. grounding"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for variant, entry in summary.items():
+        cells = [variant + (" (best BPO)" if variant == result.get("best_bpo") else "")]
+        cells.append(str(entry["runs"]))
+        for key in [key for key, _, _ in MEASURES] + ["validation_grounding"]:
+            cells.append(f"{entry[key]['mean']:.3f} ± {entry[key]['std']:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
