@@ -1,20 +1,35 @@
-"""`bpo serve` as its own process: the openai backend and the official client talk to it."""
+"""`bpo serve` as its own process: the openai backend and the official client talk to it.
+
+Also, in-process, what a real model cannot show on cue: a batch that fails, and
+how images are decoded. The load and the connection limits: test_serve_load.py.
+"""
 
 from __future__ import annotations
 
+import base64
+import http.client
+import io
 import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from bpo.backends import GenerationRequest
-from bpo.backends.base import image_data_url
+from bpo.backends.base import Completion, image_data_url
 from bpo.backends.hf import HFBackend
 from bpo.backends.openai import OpenAIBackend
+from bpo.backends.server import ApiError, ChatCompletionServer, _decode_image
 from bpo.cli import main
+from bpo.data.images import to_rgb
 from bpo.errors import BpoError
 
 # The official client (a dev dependency) checks protocol conformance.
@@ -120,11 +135,111 @@ def test_http_errors(served: dict[str, Process]) -> None:
     assert not_an_image.status_code == 400
     assert post(server, chat("hi", n=2)).status_code == 400
     assert post(server, chat("hi", temperature=-1)).status_code == 400
+    # torch cannot seed past 2**64 - 1: refused here, not a 500 for the whole batch.
+    assert post(server, chat("hi", seed=2**64)).status_code == 400
+    assert post(server, chat("hi", seed=2**64 - 1, max_tokens=2)).status_code == 200
     assert post(server, {**chat("hi"), "model": "other"}).status_code == 404
     too_big = post(server, chat("x" * 300_000))
     assert too_big.status_code == 413
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
     assert httpx.get(f"{server.url}/nothing-here").status_code == 404
+
+
+def address(server: Process) -> tuple[str, int]:
+    parts = urlsplit(server.url)
+    assert parts.hostname is not None and parts.port is not None
+    return parts.hostname, parts.port
+
+
+@pytest.mark.parametrize(("key", "status"), [("test-key-not-secret", 413), ("wrong", 401)])
+def test_a_refused_body_is_answered_not_reset(
+    served: dict[str, Process], key: str, status: int
+) -> None:
+    # 8 MB, far more than the socket buffers: unread, it used to cost the client a
+    # reset (BrokenPipeError) instead of the answer.
+    connection = http.client.HTTPConnection(*address(served["main"]), timeout=30)
+    body = json.dumps(chat("x" * 8_000_000)).encode()
+    connection.request(
+        "POST", "/v1/chat/completions", body=body, headers={"Authorization": f"Bearer {key}"}
+    )
+    response = connection.getresponse()
+    assert response.status == status
+    assert json.loads(response.read())["error"]["code"] == status
+    assert response.headers["Connection"] == "close"
+
+
+def raw_exchange(server: Process, head: str, body: bytes | None = None) -> bytes:
+    """Send a request head (and, after the server's first answer, `body`); all it answers.
+
+    Reads until the server closes the connection (send ``Connection: close``).
+    """
+    with socket.create_connection(address(server), timeout=30) as connection:
+        connection.sendall(head.encode("latin-1"))
+        answer = connection.recv(65536)
+        if body is not None:
+            connection.sendall(body)
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("key", "length", "status"),
+    [("test-key-not-secret", 8_000_000, b"413"), ("wrong", 100, b"401"), (None, 100, b"401")],
+)
+def test_expect_100_continue_is_refused_before_the_body(
+    served: dict[str, Process], key: str | None, length: int, status: bytes
+) -> None:
+    authorization = f"Authorization: Bearer {key}\r\n" if key else ""
+    answer = raw_exchange(
+        served["main"],
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{authorization}"
+        f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n",
+    )
+    # A final answer instead of "100 Continue": the client never sends the body.
+    assert answer.startswith(b"HTTP/1.1 " + status)
+    assert b"100 Continue" not in answer
+
+
+def test_expect_100_continue_then_a_body_that_is_welcome(served: dict[str, Process]) -> None:
+    body = json.dumps(chat("hi", max_tokens=2)).encode()
+    answer = raw_exchange(
+        served["main"],
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {served['main'].api_key}\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        body,
+    )
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ")
+    assert b'"chat.completion"' in answer
+
+
+def listening_addresses(pid: int) -> list[tuple[str, int]]:
+    """(IPv4 address, port) of each TCP socket process `pid` listens on (Linux /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:  # closed in the meantime
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    found = []
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and inode in inodes:  # 0A: LISTEN
+            hex_address, hex_port = local.split(":")
+            address = socket.inet_ntoa(bytes.fromhex(hex_address)[::-1])  # little-endian
+            found.append((address, int(hex_port, 16)))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_binds_loopback_unless_told(served: dict[str, Process]) -> None:
+    # The fixture starts `bpo serve` without --host: it must listen on 127.0.0.1 only.
+    for server in served.values():
+        assert listening_addresses(server.popen.pid) == [("127.0.0.1", address(server)[1])]
 
 
 def test_a_full_queue_answers_429(served: dict[str, Process]) -> None:
@@ -169,3 +284,107 @@ def test_openai_backend_without_the_key_is_a_bpo_error(served: dict[str, Process
             remote.generate([GenerationRequest([{"role": "user", "content": "hi"}])])
     finally:
         remote.close()
+
+
+# --- in-process: a batch that fails, images ------------------------------------------------
+
+
+class GatedBackend:
+    """Echoes each prompt; fails a batch holding "boom"; its first call waits for `gate`."""
+
+    is_vision = False
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.gate = threading.Event()
+        self.batches: list[list[str]] = []
+
+    def complete(
+        self, requests: Sequence[GenerationRequest], *, progress: bool = False
+    ) -> list[Completion]:
+        texts = [request.messages[-1]["content"] for request in requests]
+        if not self.started.is_set():
+            self.started.set()
+            self.gate.wait(30)
+        self.batches.append(texts)
+        if "boom" in texts:
+            raise ValueError("boom")
+        return [Completion(text, 1, 1, "stop") for text in texts]
+
+
+@pytest.fixture
+def gated_server() -> Iterator[tuple[ChatCompletionServer, GatedBackend]]:
+    backend = GatedBackend()
+    server = ChatCompletionServer(backend, model_name="echo", port=0, max_batch=8)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server, backend
+    finally:
+        backend.gate.set()
+        server.shutdown()
+        server.close()
+        thread.join(10)
+
+
+def test_one_failing_request_does_not_fail_its_batch(
+    gated_server: tuple[ChatCompletionServer, GatedBackend],
+) -> None:
+    server, backend = gated_server
+
+    def send(text: str) -> httpx.Response:
+        body = {"model": "echo", "messages": [{"role": "user", "content": text}]}
+        return httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=30)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        first = pool.submit(send, "hold")  # the worker takes it and waits on the gate
+        assert backend.started.wait(10)
+        futures = {text: pool.submit(send, text) for text in ("ok-1", "boom", "ok-2")}
+        deadline = time.monotonic() + 10
+        while server.jobs.qsize() < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        backend.gate.set()
+        responses = {text: future.result() for text, future in futures.items()}
+        assert first.result().status_code == 200
+    # The three were generated together, failed together, then retried one by one.
+    assert sorted(backend.batches[1]) == ["boom", "ok-1", "ok-2"]
+    assert responses["boom"].status_code == 500
+    for text in ("ok-1", "ok-2"):
+        assert responses[text].status_code == 200
+        assert responses[text].json()["choices"][0]["message"]["content"] == text
+
+
+def data_url(image: Any, format: str) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return f"data:image/{format.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_sent_image_decodes_like_a_loaded_file(photo: Any) -> None:
+    from PIL import Image
+
+    # Half-transparent: alpha over white (as load_image does), not over black.
+    rgba = photo.resize((32, 32)).convert("RGBA")
+    rgba.putalpha(Image.new("L", rgba.size, 128))
+    decoded = _decode_image(data_url(rgba, "PNG"))
+    assert decoded.mode == "RGB"
+    assert list(decoded.getdata()) == list(to_rgb(rgba).getdata())
+
+
+@pytest.mark.parametrize("format", ["BMP", "TIFF", "PPM"])
+def test_image_formats_outside_openais_list_are_refused(photo: Any, format: str) -> None:
+    with pytest.raises(ApiError, match="not an image in one of the formats") as refused:
+        _decode_image(data_url(photo.resize((16, 16)), format))
+    assert refused.value.status == 400
+
+
+def test_a_decompression_bomb_is_refused_from_its_header() -> None:
+    from PIL import Image
+
+    # 64 Mpx of one colour (over our 50 Mpx, under PIL's own limit): a few kB of PNG,
+    # 192 MB once decoded as RGB.
+    bomb = data_url(Image.new("1", (8_000, 8_000)), "PNG")
+    assert len(bomb) < 100_000
+    with pytest.raises(ApiError, match="pixels") as refused:
+        _decode_image(bomb)
+    assert refused.value.status == 400

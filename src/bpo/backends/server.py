@@ -6,9 +6,23 @@ n=1, no streaming), ``GET /v1/models`` and ``GET /health``.
 Handler threads (`http.server.ThreadingHTTPServer`, the standard library: no web
 framework needed for three endpoints) validate requests and put them on a
 bounded queue; one worker thread takes whatever is queued, up to `max_batch`,
-and generates it as one batch. A full queue answers 429 with ``Retry-After``,
-so clients back off instead of piling up. Remote image URLs are refused: the
-server never fetches from the network on a client's behalf.
+and generates it as one batch. Nothing grows with the load:
+
+- A full queue answers 429 with ``Retry-After``, so clients back off instead of
+  piling up.
+- At most `max_connections` connections have a handler thread; further ones wait
+  in the kernel's listen backlog until one closes. A connection idle (or a body
+  stalled) for `idle_timeout` seconds is closed, so idle clients cannot hold
+  every slot.
+- A request the headers already refuse (401, 404, 411, 413) is answered without
+  reading its body: before the body is sent when the client asked
+  ``Expect: 100-continue``, otherwise with a bounded "lingering close" (see
+  `_Handler._linger`).
+- A batch that fails is retried one request at a time, so one bad request
+  cannot fail the requests batched with it.
+
+Remote image URLs are refused: the server never fetches from the network on a
+client's behalf.
 """
 
 from __future__ import annotations
@@ -19,8 +33,11 @@ import hmac
 import io
 import json
 import queue
+import socket
+import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +53,17 @@ from bpo.errors import BpoError
 # only a warning; a request that decodes to more than this is refused outright.
 MAX_IMAGE_PIXELS = 50_000_000
 ROLES = ("system", "user", "assistant")
+# The image formats OpenAI's chat API accepts (PNG, JPEG, WEBP, non-animated GIF).
+# Pillow would open many more, some through external programs (EPS runs
+# Ghostscript), which a server should not do on a stranger's bytes.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+# torch.Generator.manual_seed takes seeds in [-2**63, 2**64 - 1]; outside it raises,
+# which would fail the whole batch the request is in.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+# How long a refused request's unread body is read and discarded before the
+# connection closes (nginx's lingering_timeout is 5 s; loopback and LAN clients
+# finish far sooner, and a client still sending after this is cut off).
+LINGER_SECONDS = 2.0
 
 
 class CompletingBackend(Protocol):
@@ -76,8 +104,14 @@ def _number(body: dict[str, Any], key: str, default: float, low: float, high: fl
 
 
 def _decode_image(url: Any) -> Any:
-    """A PIL image from a base64 data URL; anything else is a 400."""
+    """An RGB PIL image from a base64 data URL; anything else is a 400.
+
+    RGB as `bpo.data.images.to_rgb` makes it, so an image sent here gives the same
+    pixels as the same file read by `load_image` (alpha over white, not black).
+    """
     from PIL import Image, UnidentifiedImageError
+
+    from bpo.data.images import to_rgb
 
     if not isinstance(url, str):
         raise ApiError(HTTPStatus.BAD_REQUEST, "image_url.url must be a string")
@@ -92,20 +126,29 @@ def _decode_image(url: Any) -> Any:
         raise ApiError(HTTPStatus.BAD_REQUEST, "the image must be a data:image/...;base64 URL")
     try:
         data = base64.b64decode(payload, validate=True)
-        image = Image.open(io.BytesIO(data))
+        # Our limit is under PIL's (which only warns up to twice its own), so a bomb
+        # is refused here from its header, before any decoding.
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         if image.width * image.height > MAX_IMAGE_PIXELS:
             raise ApiError(
                 HTTPStatus.BAD_REQUEST,
                 f"the image has {image.width}x{image.height} pixels; the limit is "
                 f"{MAX_IMAGE_PIXELS} pixels",
             )
-        return image.convert("RGB")
+        image.load()
+        return to_rgb(image)
+    except UnidentifiedImageError:
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST, f"not an image in one of the formats {IMAGE_FORMATS}"
+        ) from None
     except (
         binascii.Error,
-        UnidentifiedImageError,
         Image.DecompressionBombError,
+        # How PIL reports truncated or broken data (as in bpo.data.images.load_image).
         OSError,
+        SyntaxError,
         ValueError,
+        EOFError,
     ) as error:
         raise ApiError(HTTPStatus.BAD_REQUEST, f"unreadable image: {error}") from None
 
@@ -163,9 +206,16 @@ class ChatCompletionServer(ThreadingHTTPServer):
         max_body_bytes: the largest request body; larger are answered 413.
         max_tokens_limit: the largest ``max_tokens`` a client may ask for.
         api_key: when set, requests to /v1 need ``Authorization: Bearer <key>``.
+        max_connections: the most connections served at once (one thread each);
+            more wait in the listen backlog.
+        idle_timeout: seconds a connection may stay silent (between requests or
+            within one) before it is closed.
     """
 
     daemon_threads = True
+    # The listen backlog, where connections over max_connections wait (socketserver's
+    # default of 5 drops a burst's SYNs, costing clients a 1 s retransmit).
+    request_queue_size = 128
 
     def __init__(
         self,
@@ -179,7 +229,10 @@ class ChatCompletionServer(ThreadingHTTPServer):
         max_body_bytes: int = 20 * 1024 * 1024,
         max_tokens_limit: int = 4096,
         api_key: str | None = None,
+        max_connections: int = 256,
+        idle_timeout: float = 60.0,
     ) -> None:
+        self._slots = threading.BoundedSemaphore(max_connections)
         super().__init__((host, port), _Handler)
         self.backend = backend
         self.model_name = model_name
@@ -187,6 +240,8 @@ class ChatCompletionServer(ThreadingHTTPServer):
         self.max_body_bytes = max_body_bytes
         self.max_tokens_limit = max_tokens_limit
         self.api_key = api_key
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
         self.created = int(time.time())
         self.jobs: queue.Queue[_Job] = queue.Queue(maxsize=max_queue)
         self._stopping = threading.Event()
@@ -197,6 +252,31 @@ class ChatCompletionServer(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection once a handler slot is free (at most max_connections)."""
+        # Wait in short steps (serve_forever takes an OSError here as "nothing to
+        # accept" and polls again), so shutdown() is never stuck behind a full house.
+        if not self._slots.acquire(timeout=0.5):
+            raise OSError("every connection slot is busy")
+        try:
+            return super().get_request()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close a connection and free its slot (socketserver calls this once per accept)."""
+        try:
+            super().shutdown_request(request)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up or stalled is no server error: no traceback for it."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
     def _work(self) -> None:
         """Take what is queued (up to max_batch) and generate it as one batch."""
@@ -210,23 +290,31 @@ class ChatCompletionServer(ThreadingHTTPServer):
                     jobs.append(self.jobs.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                completions = self.backend.complete([job.request for job in jobs])
-            except BpoError as error:
-                for job in jobs:
-                    job.error = ApiError(HTTPStatus.BAD_REQUEST, str(error))
-            except Exception as error:  # a failed batch must not stop the server
-                for job in jobs:
-                    job.error = ApiError(
-                        HTTPStatus.INTERNAL_SERVER_ERROR,
-                        f"generation failed: {type(error).__name__}: {error}",
-                        "server_error",
-                    )
-            else:
-                for job, completion in zip(jobs, completions, strict=True):
-                    job.completion = completion
+            self._generate(jobs)
             for job in jobs:
                 job.done.set()
+
+    def _generate(self, jobs: list[_Job]) -> None:
+        """Fill each job's completion or error; a failed batch is retried one by one."""
+        try:
+            completions = self.backend.complete([job.request for job in jobs])
+        except Exception as error:  # a failed batch must not stop the server
+            if len(jobs) > 1:
+                # One bad request must not fail the others batched with it.
+                for job in jobs:
+                    self._generate([job])
+                return
+            if isinstance(error, BpoError):
+                jobs[0].error = ApiError(HTTPStatus.BAD_REQUEST, str(error))
+            else:
+                jobs[0].error = ApiError(
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    f"generation failed: {type(error).__name__}: {error}",
+                    "server_error",
+                )
+        else:
+            for job, completion in zip(jobs, completions, strict=True):
+                job.completion = completion
 
     def submit(self, request: GenerationRequest) -> Completion:
         """Queue one request and wait for its completion (429 when the queue is full)."""
@@ -277,8 +365,15 @@ class ChatCompletionServer(ThreadingHTTPServer):
                 HTTPStatus.BAD_REQUEST, f"'max_tokens' must be in [1, {self.max_tokens_limit}]"
             )
         seed = body.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "'seed' must be an integer")
+        if seed is not None and (
+            isinstance(seed, bool)
+            or not isinstance(seed, int)
+            or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]
+        ):
+            raise ApiError(
+                HTTPStatus.BAD_REQUEST,
+                f"'seed' must be an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}]",
+            )
         return GenerationRequest(
             messages=messages,
             image=image,
@@ -300,6 +395,11 @@ class _Handler(BaseHTTPRequestHandler):
     server: ChatCompletionServer
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse their connections
     body_read = False
+
+    def setup(self) -> None:
+        super().setup()
+        # Every read (request line, headers, body) and write waits at most this long.
+        self.connection.settimeout(self.server.idle_timeout)
 
     def log_message(self, format: str, *args: Any) -> None:
         # Quiet: a bootstrap run sends thousands of requests; errors reach the client.
@@ -335,18 +435,52 @@ class _Handler(BaseHTTPRequestHandler):
         }
         self._send(error.status, payload, headers)
 
-    def _authorize(self) -> None:
-        key = self.server.api_key
-        if key is None:
-            return
-        given = self.headers.get("Authorization", "")
-        expected = f"Bearer {key}"
-        if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
-            raise ApiError(
-                HTTPStatus.UNAUTHORIZED, "a valid API key is required", "authentication_error"
-            )
+    def _refuse(self, error: ApiError) -> None:
+        """Answer `error` to a request whose body was not read, then close the connection."""
+        self.close_connection = True
+        self._send_error(error)
+        self._linger()
 
-    def _read_json(self) -> Any:
+    def _linger(self) -> None:
+        """Read and discard what the client still sends, for `LINGER_SECONDS` at most.
+
+        Closing a socket with unread data makes the kernel answer with a reset,
+        and a client still writing its body then sees "connection reset" (or a
+        broken pipe) instead of our 413 or 401. So, as web servers do: end our
+        side (the answer is complete), drain the rest without keeping it, close.
+        """
+        connection = self.connection
+        deadline = time.monotonic() + LINGER_SECONDS
+        try:
+            connection.shutdown(socket.SHUT_WR)
+            while (left := deadline - time.monotonic()) > 0:
+                connection.settimeout(left)
+                if not connection.recv(65536):
+                    break  # the client closed: all read
+        except OSError:  # timed out, or the client reset first: nothing more to do
+            pass
+
+    def handle_expect_100(self) -> bool:
+        """Refuse before the body is sent when the headers already decide (RFC 9110 10.1.1).
+
+        Clients such as curl send ``Expect: 100-continue`` before a large body; the
+        standard library's answer is always "100 Continue", which invites a body we
+        are about to refuse.
+        """
+        if self.command == "POST":
+            try:
+                self._check_headers()
+            except ApiError as error:
+                self._refuse(error)
+                return False
+        return super().handle_expect_100()
+
+    def _check_headers(self) -> int:
+        """What the request line and headers decide: endpoint, key, body size (returned)."""
+        path = urlsplit(self.path).path
+        if path != "/v1/chat/completions":
+            raise ApiError(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {path}")
+        self._authorize()
         length = self.headers.get("Content-Length")
         if length is None:
             raise ApiError(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
@@ -361,7 +495,27 @@ class _Handler(BaseHTTPRequestHandler):
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"the body has {size} bytes; the limit is {self.server.max_body_bytes}",
             )
-        data = self.rfile.read(size)
+        return size
+
+    def _authorize(self) -> None:
+        key = self.server.api_key
+        if key is None:
+            return
+        given = self.headers.get("Authorization", "")
+        expected = f"Bearer {key}"
+        if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+            raise ApiError(
+                HTTPStatus.UNAUTHORIZED, "a valid API key is required", "authentication_error"
+            )
+
+    def _read_json(self, size: int) -> Any:
+        try:
+            data = self.rfile.read(size)
+        except TimeoutError:
+            raise ApiError(
+                HTTPStatus.REQUEST_TIMEOUT,
+                f"the body stalled for {self.server.idle_timeout:g} s",
+            ) from None
         self.body_read = True
         try:
             return json.loads(data)
@@ -388,19 +542,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(error)
 
     def do_POST(self) -> None:
-        path = urlsplit(self.path).path
         self.body_read = False
         try:
-            if path != "/v1/chat/completions":
-                raise ApiError(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {path}")
-            self._authorize()
-            request = self.server.chat_request(self._read_json())
+            request = self.server.chat_request(self._read_json(self._check_headers()))
             completion = self.server.submit(request)
         except ApiError as error:
-            if not self.body_read:
-                # The body is still on the wire: drop the connection rather than read it.
-                self.close_connection = True
-            self._send_error(error)
+            if self.body_read:
+                self._send_error(error)
+            else:
+                self._refuse(error)  # the body is still on the wire: do not read it
+            return
+        except Exception:  # a bug of ours: still answer, and log it
+            traceback.print_exc(file=sys.stderr)
+            self.close_connection = True
+            self._send_error(
+                ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error", "server_error")
+            )
             return
         self._send(
             HTTPStatus.OK,

@@ -6,6 +6,11 @@ Any checkpoint the `hf` backend loads (a VLM or a text LLM) is served at
 batches by one worker. Point the `openai` backend (or any OpenAI
 client) at it, e.g. to share one GPU between several bootstrap shards.
 
+Load is bounded: past --max-queue waiting requests the answer is 429 with
+Retry-After; past --max-connections open connections new ones wait in the
+listen backlog; a connection silent for --idle-timeout seconds is closed;
+a body over --max-body-bytes is refused (413) without being read.
+
 Binds to 127.0.0.1 unless told otherwise; with --api-key-env, requests need
 ``Authorization: Bearer <key>``.
 
@@ -42,6 +47,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-tokens-limit", type=int, default=4096, help="largest max_tokens a client may ask"
     )
     parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        help="most connections served at once (a thread each); more wait to be accepted",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="close a connection silent this long, between requests or within one",
+    )
+    parser.add_argument(
         "--api-key-env",
         metavar="NAME",
         help="environment variable holding the API key clients must send",
@@ -51,6 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--trust-remote-code", action="store_true", help="run code shipped with the checkpoint"
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load pickle-based weights when the checkpoint has no safetensors",
     )
 
 
@@ -62,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
     from bpo.backends.server import ChatCompletionServer
     from bpo.errors import ConfigError
 
-    for name in ("max_batch", "max_queue", "max_body_bytes", "max_tokens_limit"):
+    for name in ("max_batch", "max_queue", "max_body_bytes", "max_tokens_limit", "max_connections"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 < args.idle_timeout <= 86_400:  # also refuses nan and inf (socket timeouts)
+        raise ConfigError(f"--idle-timeout must be in (0, 86400] seconds, got {args.idle_timeout}")
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
@@ -81,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         batch_size=args.max_batch,
         trust_remote_code=args.trust_remote_code,
+        allow_pickle=args.allow_pickle,
     )
     model_name = args.served_model_name or args.model
     try:
@@ -94,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             max_tokens_limit=args.max_tokens_limit,
             api_key=api_key,
+            max_connections=args.max_connections,
+            idle_timeout=args.idle_timeout,
         )
     except OSError as error:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {error}") from None
