@@ -54,20 +54,21 @@ def backend_options(
     dtype: str = "auto",
     batch_size: int = 16,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
-    """Of the common settings, the keyword options backend `name` takes (for `get_backend`)."""
+    """Of the common settings, the keyword options backend `name` takes (for `get_backend`).
+
+    ``trust_remote_code`` and ``allow_pickle`` apply to the backends that load a model
+    here (hf, vllm); both stay off unless asked (see `bpo.checkpoints`).
+    """
     if name == "openai":
         if not base_url:
             raise ConfigError("an openai backend needs its server URL (--base-url)")
         return {"base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency}
+    safety = {"trust_remote_code": trust_remote_code, "allow_pickle": allow_pickle}
     if name == "vllm":
-        return {"dtype": dtype, "trust_remote_code": trust_remote_code}
-    return {
-        "device": device,
-        "dtype": dtype,
-        "batch_size": batch_size,
-        "trust_remote_code": trust_remote_code,
-    }
+        return {"dtype": dtype, **safety}
+    return {"device": device, "dtype": dtype, "batch_size": batch_size, **safety}
 
 
 __all__ = [

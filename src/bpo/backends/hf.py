@@ -15,7 +15,6 @@ what an uninterrupted one would (up to float differences that padding causes).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,29 +26,13 @@ from bpo.backends.base import (
     multimodal_messages,
     sampling_key,
 )
+from bpo.checkpoints import ModelSource
 from bpo.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-
-# A Hugging Face hub id: "name" or "org/name" (letters, digits, "-", "_", ".").
-_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-
-
-def resolve_model_path(model: str | Path) -> str:
-    """A local model directory or a plausible hub name; anything else is a ConfigError."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return str(path)
-    if path.exists():
-        raise ConfigError(f"model {str(model)!r} is a file; expected a model directory")
-    if isinstance(model, str) and _HUB_NAME.fullmatch(model):
-        return model
-    raise ConfigError(
-        f"model {str(model)!r}: no such directory, and not a Hugging Face hub name (org/name)"
-    )
 
 
 class HFBackend:
@@ -61,6 +44,8 @@ class HFBackend:
         dtype: "auto" (the checkpoint's), "float32", "float16" or "bfloat16".
         batch_size: the most requests generated together.
         trust_remote_code: run code shipped with the checkpoint; off unless asked.
+        allow_pickle: load pickle-based weights when the checkpoint has no safetensors;
+            off unless asked (see `bpo.checkpoints`).
     """
 
     name = "hf"
@@ -73,6 +58,7 @@ class HFBackend:
         dtype: str = "auto",
         batch_size: int = 16,
         trust_remote_code: bool = False,
+        allow_pickle: bool = False,
     ) -> None:
         import torch
         import transformers
@@ -91,31 +77,27 @@ class HFBackend:
         self.model_name = str(model)
         self.batch_size = batch_size
         self.device = device
-        path = resolve_model_path(model)
-        options: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-        try:
-            config = transformers.AutoConfig.from_pretrained(path, **options)
-            self.is_vision = (
-                config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-                or getattr(config, "vision_config", None) is not None
-            )
-            torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-            if self.is_vision:
-                # Qwen2-VL-style processors (with a video part) need torchvision in
-                # transformers 5 even for images; where it is missing (the CPU set-up),
-                # load them for images only. A no-op where torchvision is installed.
-                allow_processors_without_torchvision()
-                self.processor: Any = transformers.AutoProcessor.from_pretrained(path, **options)
-                self.tokenizer: Any = self.processor.tokenizer
-                auto_model: Any = transformers.AutoModelForImageTextToText
-            else:
-                self.processor = self.tokenizer = transformers.AutoTokenizer.from_pretrained(
-                    path, **options
-                )
-                auto_model = transformers.AutoModelForCausalLM
-            self.model: Any = auto_model.from_pretrained(path, dtype=torch_dtype, **options)
-        except (OSError, ValueError, KeyError, ImportError) as error:
-            raise ConfigError(f"cannot load model {self.model_name!r}: {error}") from error
+        source = ModelSource.resolve(
+            model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle
+        )
+        config = source.load_config()
+        self.is_vision = (
+            config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+            or getattr(config, "vision_config", None) is not None
+        )
+        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+        if self.is_vision:
+            # Qwen2-VL-style processors (with a video part) need torchvision in
+            # transformers 5 even for images; where it is missing (the CPU set-up),
+            # load them for images only. A no-op where torchvision is installed.
+            allow_processors_without_torchvision()
+            self.processor: Any = source.load(transformers.AutoProcessor, "processor")
+            self.tokenizer: Any = self.processor.tokenizer
+            auto_model: Any = transformers.AutoModelForImageTextToText
+        else:
+            self.processor = self.tokenizer = source.load(transformers.AutoTokenizer, "tokenizer")
+            auto_model = transformers.AutoModelForCausalLM
+        self.model: Any = source.load_model(auto_model, config=config, dtype=torch_dtype)
         if getattr(self.processor, "chat_template", None) is None:
             raise ConfigError(f"model {self.model_name!r} has no chat template")
         # Decoder-only generation continues from the last position: pad on the left.

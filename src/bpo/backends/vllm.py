@@ -31,6 +31,8 @@ class VLLMBackend:
         gpu_memory_utilization: the share of GPU memory vLLM may take.
         max_model_len: the context length to allocate for (None: the model's).
         trust_remote_code: run code shipped with the checkpoint; off unless asked.
+        allow_pickle: load pickle-based weights when the checkpoint has no safetensors;
+            off unless asked (see `bpo.checkpoints`).
         engine_options: further keyword arguments for `vllm.LLM`.
     """
 
@@ -45,6 +47,7 @@ class VLLMBackend:
         gpu_memory_utilization: float = 0.9,
         max_model_len: int | None = None,
         trust_remote_code: bool = False,
+        allow_pickle: bool = False,
         engine_options: dict[str, Any] | None = None,
     ) -> None:
         try:
@@ -53,19 +56,27 @@ class VLLMBackend:
             raise ConfigError(
                 f'the vllm backend needs vLLM: pip install "bpo[vllm]" on a GPU machine ({error})'
             ) from None
-        from bpo.backends.hf import resolve_model_path
+        from bpo.checkpoints import ModelSource
 
+        source = ModelSource.resolve(
+            model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle
+        )
         self.model_name = str(model)
         self._vllm = vllm
-        self.llm: Any = vllm.LLM(
-            model=resolve_model_path(model),
-            dtype=dtype,
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
-            trust_remote_code=trust_remote_code,
-            **(engine_options or {}),
-        )
+        # vLLM's load_format "safetensors" reads only *.safetensors; "auto" falls back to
+        # pickle-based *.bin / *.pt files, so only when they are allowed.
+        options: dict[str, Any] = {"load_format": "auto" if allow_pickle else "safetensors"}
+        options.update(engine_options or {})
+        with source.loading("model"):
+            self.llm: Any = vllm.LLM(
+                model=source.path,
+                dtype=dtype,
+                tensor_parallel_size=tensor_parallel_size,
+                gpu_memory_utilization=gpu_memory_utilization,
+                max_model_len=max_model_len,
+                trust_remote_code=trust_remote_code,
+                **options,
+            )
 
     def generate(
         self, requests: Sequence[GenerationRequest], *, progress: bool = False

@@ -35,7 +35,22 @@ def add_model_options(parser: argparse.ArgumentParser, *, title: str) -> None:
     model.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
     model.add_argument("--device", default="cpu", help="hf: device")
     model.add_argument("--dtype", default="auto", help="hf/vllm: torch dtype")
-    model.add_argument("--trust-remote-code", action="store_true", help="hf/vllm: allow it")
+    add_model_safety(model)
+
+
+def add_model_safety(parser: argparse._ActionsContainer) -> None:
+    """``--trust-remote-code`` and ``--allow-pickle``: both off unless asked (bpo.checkpoints)."""
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run Python code shipped with the checkpoint (only for models you trust)",
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load pickle-based weights (pytorch_model.bin, *.pt) when a checkpoint has no "
+        "safetensors; unpickling can run code, so only for checkpoints you trust",
+    )
 
 
 def backend_options(
@@ -58,6 +73,7 @@ def backend_options(
         dtype=args.dtype,
         batch_size=batch_size,
         trust_remote_code=args.trust_remote_code,
+        allow_pickle=args.allow_pickle,
     )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 
-from bpo.commands.options import add_on_error
+from bpo.commands.options import add_model_safety, add_on_error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="delete a previous run's checkpoints, adapter and metrics first (the cache stays)",
     )
     add_on_error(parser)
+    add_model_safety(parser)  # the same as model.trust_remote_code=true / model.allow_pickle=true
     parser.set_defaults(on_error=None)  # unset: the recipe's data.on_error applies
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved recipe and exit"
@@ -61,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"train.output_dir={args.output_dir}")
     if args.on_error:
         overrides.append(f"data.on_error={args.on_error}")
+    if args.trust_remote_code:
+        overrides.append("model.trust_remote_code=true")
+    if args.allow_pickle:
+        overrides.append("model.allow_pickle=true")
     recipe = load_recipe(args.config, overrides)
     if args.print_config:
         print(recipe_to_yaml(recipe), end="")

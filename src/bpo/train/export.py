@@ -3,17 +3,23 @@
 The merged checkpoint is what `AutoModelForImageTextToText.from_pretrained`
 loads with no PEFT in sight (and so lmms-eval and VLMEvalKit can evaluate it):
 the base model with the LoRA weights folded in by PEFT's ``merge_and_unload``,
-saved with its processor and generation config.
+saved with its processor and generation config. Every load goes through
+`bpo.checkpoints` (safetensors only, no shipped code, unless the run's recipe or the
+caller allows them); the output folder appears only once complete.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
-from bpo.config import load_recipe
+from bpo.checkpoints import check_weights, is_trainer_state, load_adapter
+from bpo.config import Recipe, load_recipe
 from bpo.errors import ConfigError
+from bpo.fsio import atomic_dir
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -34,6 +40,34 @@ def _source(run_dir: Path, checkpoint: str | None) -> Path:
     return candidate
 
 
+def _remove_stale_staging(out_dir: Path) -> None:
+    """Delete staging folders that killed exports to `out_dir` left behind.
+
+    `bpo.fsio.atomic_dir` stages in ``.NAME.PID.tmp``; a process killed mid-export leaves
+    its folder (possibly gigabytes of half-written weights), and a rerun has another PID.
+    A folder whose process is gone is stale.
+    """
+    if not out_dir.parent.is_dir():
+        return
+    prefix, suffix = f".{out_dir.name}.", ".tmp"
+    for staging in out_dir.parent.iterdir():
+        name = staging.name
+        pid = name[len(prefix) : -len(suffix)]
+        ours = name.startswith(prefix) and name.endswith(suffix) and pid.isdigit()
+        if ours and staging.is_dir() and not _alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def export_run(
     run_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -41,8 +75,14 @@ def export_run(
     merge: bool = True,
     checkpoint: str | None = None,
     dtype: str | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
 ) -> Path:
-    """Write a run's result to `out_dir`.
+    """Write a run's result to `out_dir`, all at once.
+
+    The files are written to a staging folder next to `out_dir` and renamed into place
+    when complete (`bpo.fsio.atomic_dir`): a crash or ``kill -9`` never leaves a half
+    checkpoint under `out_dir`, and running the export again writes the same files.
 
     Args:
         run_dir: the folder `bpo train` wrote.
@@ -52,18 +92,18 @@ def export_run(
         checkpoint: export ``checkpoints/checkpoint-<step>`` (a step, a name or a
             path) rather than the final adapter.
         dtype: the dtype of the merged weights (default: the recipe's ``model.dtype``).
+        allow_pickle: load pickle-based weights (also allowed by the run's recipe,
+            ``model.allow_pickle``); safetensors only otherwise.
+        trust_remote_code: run code shipped with the base model (also allowed by the
+            run's recipe, ``model.trust_remote_code``).
 
     Returns:
         `out_dir`.
 
     Raises:
         ConfigError: when the run has nothing to export or `out_dir` is not empty.
+        UnsafeCheckpointError: for pickle weights or shipped code not allowed.
     """
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from bpo.compat import allow_processors_without_torchvision
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.exists():
@@ -71,39 +111,48 @@ def export_run(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir} is not empty; choose an empty or new folder")
     recipe = load_recipe(config_path)
+    recipe.model.allow_pickle = recipe.model.allow_pickle or allow_pickle
+    recipe.model.trust_remote_code = recipe.model.trust_remote_code or trust_remote_code
     source = _source(run_dir, checkpoint)
     dtype = dtype or recipe.model.dtype
     if dtype not in _DTYPES:
         raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
-    is_adapter = (source / "adapter_config.json").exists()
-    allow_processors_without_torchvision()
+    _remove_stale_staging(out_dir)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if is_adapter and not merge:
-        for item in source.iterdir():
-            if item.is_file() and not item.name.startswith(("optimizer", "scheduler", "rng_state")):
-                shutil.copy2(item, out_dir / item.name)
+    if (source / "adapter_config.json").exists() and not merge:
+        check_weights(source, allow_pickle=recipe.model.allow_pickle, adapter=True)
+        with atomic_dir(out_dir) as staging:
+            for item in sorted(source.iterdir()):
+                if item.is_file() and not is_trainer_state(item.name):
+                    shutil.copy2(item, staging / item.name)
         return out_dir
 
-    processor_source = source if (source / "tokenizer_config.json").exists() else None
-    processor = AutoProcessor.from_pretrained(
-        str(processor_source) if processor_source else recipe.model.name,
-        revision=None if processor_source else recipe.model.revision,
-        trust_remote_code=recipe.model.trust_remote_code,
-    )
-    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    if is_adapter:
-        from peft import PeftModel
-
-        base = AutoModelForImageTextToText.from_pretrained(
-            recipe.model.name,
-            revision=recipe.model.revision,
-            dtype=torch_dtype,
-            trust_remote_code=recipe.model.trust_remote_code,
-        )
-        model = PeftModel.from_pretrained(base, str(source)).merge_and_unload()
-    else:
-        model = AutoModelForImageTextToText.from_pretrained(str(source), dtype=torch_dtype)
-    model.save_pretrained(str(out_dir))
-    processor.save_pretrained(str(out_dir))
+    model, processor = _load_merged(recipe, source, dtype)
+    with atomic_dir(out_dir) as staging:
+        model.save_pretrained(str(staging))
+        processor.save_pretrained(str(staging))
     return out_dir
+
+
+def _load_merged(recipe: Recipe, source: Path, dtype: str) -> tuple[Any, Any]:
+    """The model to export (the base with the adapter merged in) and its processor."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from bpo.compat import allow_processors_without_torchvision
+    from bpo.train.model import model_source
+
+    allow_processors_without_torchvision()
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    # The processor saved next to the trained weights when there is one, else the base's;
+    # as saved, without the recipe's processor_kwargs.
+    processor_model = recipe.model
+    if (source / "tokenizer_config.json").exists():
+        processor_model = dataclasses.replace(recipe.model, name=str(source), revision=None)
+    processor = model_source(processor_model, weights=False).load(AutoProcessor, "processor")
+    if (source / "adapter_config.json").exists():
+        base = model_source(recipe.model).load_model(AutoModelForImageTextToText, dtype=torch_dtype)
+        adapted = load_adapter(base, source, allow_pickle=recipe.model.allow_pickle)
+        return adapted.merge_and_unload(), processor
+    full = dataclasses.replace(recipe.model, name=str(source), revision=None)
+    return model_source(full).load_model(AutoModelForImageTextToText, dtype=torch_dtype), processor

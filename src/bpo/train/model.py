@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bpo import compat
+from bpo.checkpoints import ModelSource
 from bpo.config import ModelConfig, Recipe
 from bpo.errors import ConfigError
 
@@ -29,22 +30,27 @@ PROJECTOR_NAMES = ("multi_modal_projector", "visual.merger", "connector", "mm_pr
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def model_source(config: ModelConfig, *, weights: bool = True) -> ModelSource:
+    """The recipe's model, resolved and checked (`bpo.checkpoints`): safetensors and no
+    shipped code unless ``model.allow_pickle`` / ``model.trust_remote_code`` say otherwise."""
+    if not config.name:
+        raise ConfigError("model.name is not set: give a hub id or a local model folder")
+    return ModelSource.resolve(
+        config.name,
+        revision=config.revision,
+        trust_remote_code=config.trust_remote_code,
+        allow_pickle=config.allow_pickle,
+        weights=weights,
+    )
+
+
 def load_processor(config: ModelConfig) -> ProcessorMixin:
     """The model's processor, with a pad token (TRL pads with it; EOS stands in when there is none)."""
     from transformers import AutoProcessor, ProcessorMixin
 
     compat.allow_processors_without_torchvision()
-    try:
-        processor = AutoProcessor.from_pretrained(
-            config.name,
-            revision=config.revision,
-            trust_remote_code=config.trust_remote_code,
-            **config.processor_kwargs,
-        )
-    except OSError as error:
-        raise ConfigError(
-            f"model.name {config.name!r}: cannot load its processor: {error}"
-        ) from None
+    source = model_source(config, weights=False)
+    processor = source.load(AutoProcessor, "processor", **config.processor_kwargs)
     if not isinstance(processor, ProcessorMixin):
         raise ConfigError(
             f"model.name {config.name!r} has a {type(processor).__name__}, not a multimodal "
@@ -57,20 +63,13 @@ def load_processor(config: ModelConfig) -> ProcessorMixin:
 
 
 def load_model(config: ModelConfig) -> PreTrainedModel:
-    """The model, through `AutoModelForImageTextToText.from_pretrained`."""
+    """The model, through `AutoModelForImageTextToText.from_pretrained` (safetensors by default)."""
     from transformers import AutoModelForImageTextToText
 
-    kwargs: dict[str, Any] = {
-        "revision": config.revision,
-        "trust_remote_code": config.trust_remote_code,
-        "dtype": _DTYPES.get(config.dtype, "auto"),
-    }
+    kwargs: dict[str, Any] = {"dtype": _DTYPES.get(config.dtype, "auto")}
     if config.attn_implementation is not None:
         kwargs["attn_implementation"] = config.attn_implementation
-    try:
-        model = AutoModelForImageTextToText.from_pretrained(config.name, **kwargs)
-    except OSError as error:
-        raise ConfigError(f"model.name {config.name!r}: cannot load the model: {error}") from None
+    model: PreTrainedModel = model_source(config).load_model(AutoModelForImageTextToText, **kwargs)
     return model
 
 
