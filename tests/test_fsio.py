@@ -50,3 +50,22 @@ def test_a_failing_atomic_dir_keeps_the_old_folder(tmp_path):
         raise RuntimeError("killed")
     assert sorted(p.name for p in target.iterdir()) == ["a"]
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_temporaries_of_dead_writers_on_this_host_are_removed(tmp_path):
+    import socket
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    dead = child.pid  # a finished child: no process has its pid now
+    host = socket.gethostname()
+    stale_dir = tmp_path / f".ckpt.{host}.{dead}.tmp"
+    stale_dir.mkdir()
+    live = tmp_path / f".ckpt.{host}.1.tmp"  # pid 1 is alive
+    live.mkdir()
+    elsewhere = tmp_path / f".ckpt.other-node.{dead}.tmp"  # another host's: never ours to judge
+    elsewhere.mkdir()
+    with atomic_dir(tmp_path / "ckpt") as staging:
+        (staging / "a").write_text("1")
+    assert not stale_dir.exists() and live.exists() and elsewhere.exists()

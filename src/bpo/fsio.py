@@ -4,13 +4,17 @@ Every output that is not an append-only JSONL file (see `bpo.data.jsonl.JsonlWri
 is written to a temporary name next to the target and renamed over it: `os.replace`
 is atomic on POSIX and Windows, so a reader (or a resumed run) sees either the old
 file or the whole new one. A process killed mid-write leaves only a hidden
-``.NAME.PID.tmp`` file, which the next write of the same target replaces.
+``.NAME.HOST.PID.tmp`` file or folder; the next write of the same target on the
+same host removes those whose process is gone (a staged checkpoint can be
+gigabytes). The host in the name keeps a writer on another node of a shared
+filesystem from deleting a temporary that is still being written.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +22,34 @@ from typing import IO, Any
 
 
 def _temporary(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    return target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: str | os.PathLike[str]) -> None:
+    """Delete what killed writers of `target` on this host left behind."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    prefix = f".{target.name}.{socket.gethostname()}."
+    for path in target.parent.iterdir():
+        pid = path.name[len(prefix) : -len(".tmp")]
+        ours = path.name.startswith(prefix) and path.name.endswith(".tmp") and pid.isdigit()
+        if not ours or _alive(int(pid)):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -38,6 +69,7 @@ def atomic_write(
         raise ValueError(f"atomic_write writes whole files: mode 'w' or 'wb', not {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     tmp = _temporary(target)
     try:
         with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
@@ -72,13 +104,14 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     staging = _temporary(target)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         yield staging
         if target.exists():
-            old = target.with_name(f".{target.name}.{os.getpid()}.old")
+            old = target.with_name(f".{target.name}.{os.getpid()}.old")  # not .tmp: kept apart
             os.replace(target, old)
             os.replace(staging, target)
             shutil.rmtree(old, ignore_errors=True)

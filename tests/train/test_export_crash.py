@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -82,7 +83,7 @@ def _export(run_dir: Path, out: Path, *, held: bool = False) -> subprocess.Popen
 
 def _staging(out: Path, process: subprocess.Popen[bytes]) -> Path:
     """The folder `bpo.fsio.atomic_dir` fills for `out` in `process`."""
-    return out.parent / f".{out.name}.{process.pid}.tmp"
+    return out.parent / f".{out.name}.{socket.gethostname()}.{process.pid}.tmp"
 
 
 def _wait_for(path: Path, process: subprocess.Popen[bytes]) -> None:
@@ -154,7 +155,7 @@ def test_kill_9_at_random_moments_of_the_write(run_dir, uninterrupted, tmp_path)
 
 
 def test_export_is_reproducible_and_stale_staging_is_removed(run_dir, uninterrupted, tmp_path):
-    stale = tmp_path / ".merged.999999999.tmp"  # a staging folder whose process is gone
+    stale = tmp_path / f".merged.{socket.gethostname()}.999999999.tmp"  # a staging folder whose process is gone
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"half")
     live = tmp_path / f".merged.{os.getpid()}.tmp.keep"

@@ -40,34 +40,6 @@ def _source(run_dir: Path, checkpoint: str | None) -> Path:
     return candidate
 
 
-def _remove_stale_staging(out_dir: Path) -> None:
-    """Delete staging folders that killed exports to `out_dir` left behind.
-
-    `bpo.fsio.atomic_dir` stages in ``.NAME.PID.tmp``; a process killed mid-export leaves
-    its folder (possibly gigabytes of half-written weights), and a rerun has another PID.
-    A folder whose process is gone is stale.
-    """
-    if not out_dir.parent.is_dir():
-        return
-    prefix, suffix = f".{out_dir.name}.", ".tmp"
-    for staging in out_dir.parent.iterdir():
-        name = staging.name
-        pid = name[len(prefix) : -len(suffix)]
-        ours = name.startswith(prefix) and name.endswith(suffix) and pid.isdigit()
-        if ours and staging.is_dir() and not _alive(int(pid)):
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def export_run(
     run_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -117,8 +89,6 @@ def export_run(
     dtype = dtype or recipe.model.dtype
     if dtype not in _DTYPES:
         raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
-    _remove_stale_staging(out_dir)
-
     if (source / "adapter_config.json").exists() and not merge:
         check_weights(source, allow_pickle=recipe.model.allow_pickle, adapter=True)
         with atomic_dir(out_dir) as staging:
