@@ -9,8 +9,11 @@ same keys can be set on the command line as dotted overrides::
 
 Unknown keys and values of the wrong type are refused loudly, naming the key and
 the file (or the override) they came from, with the closest valid key when one
-is near. The resolved recipe is saved next to a run's outputs (`save_recipe`),
-so the run can be reproduced or resumed from it.
+is near. Whatever the file holds (bytes that are not UTF-8, YAML that is not a
+mapping, Python tags, anchors that expand to millions of values or contain
+themselves), the outcome is a recipe or a `ConfigError`. The resolved recipe is
+saved next to a run's outputs (`save_recipe`), so the run can be reproduced or
+resumed from it.
 
 Sections only hold settings; the stages read them (`bpo.train` reads all four).
 Later stages add their own sections to `Recipe` the same way.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import reprlib
 import types
 from collections.abc import Iterator, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from bpo.errors import ConfigError
+from bpo.fsio import write_text
 
 # Every loss name TRL 1.16's DPOTrainer knows (trl/trainer/dpo_config.py, `loss_type`), plus
 # "rpo", bpo's name for DPO + an SFT term on the chosen response (expanded by `loss_types`).
@@ -35,6 +40,16 @@ TRL_LOSS_TYPES = (
     "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 )  # fmt: skip
 LOSS_TYPES = (*TRL_LOSS_TYPES, "rpo")
+
+# Bounds on a recipe's values once YAML anchors are expanded: a real recipe has a
+# few hundred values, 4 levels deep. Past these, a "billion laughs" file (anchors of
+# anchors, 9 aliases a level, expand to 9**n values) or an alias that contains
+# itself would blow up in `save_recipe` or in an error message's repr.
+MAX_VALUES = 10_000
+MAX_DEPTH = 32
+# How much of a wrong value an error message shows.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring = 3, 6, 6, 80
 
 
 def doc(help: str, *, choices: Sequence[Any] | None = None) -> dict[str, Any]:
@@ -432,17 +447,25 @@ def load_recipe(path: str | os.PathLike[str] | None, overrides: Sequence[str] = 
     if path is not None:
         source = str(path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = Path(path).read_bytes().decode("utf-8")
         except OSError as error:
             raise ConfigError(f"cannot read recipe {path}: {error.strerror or error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"{path}: not UTF-8 text (byte {error.start}); is it a recipe?"
+            ) from None
         try:
             loaded = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        except (yaml.YAMLError, ValueError, RecursionError) as error:
+            # ValueError: an integer of more than 4300 digits (Python's limit);
+            # RecursionError: brackets nested past Python's recursion limit.
+            reason = "nested too deeply" if isinstance(error, RecursionError) else error
+            raise ConfigError(f"{path}: not valid YAML: {_first_line(reason)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+        check_size(loaded, source=source)
         data = loaded
     recipe = from_dict(Recipe, data, source=source)
     for override in overrides:
@@ -462,8 +485,9 @@ def apply_override(config: Any, override: str) -> None:
         raise ConfigError(f"{source}: expected key=value, e.g. train.learning_rate=1e-5")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # not YAML: the text itself
         value = raw
+    check_size(value, source=source)
     parts = key.split(".")
     target = config
     for depth, part in enumerate(parts):
@@ -473,6 +497,8 @@ def apply_override(config: Any, override: str) -> None:
                 target[part] = value
                 return
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{source}: {prefix}.{part} is not a mapping")
             continue
         known = {f.name: f for f in fields(target)}
         if part not in known:
@@ -484,6 +510,36 @@ def apply_override(config: Any, override: str) -> None:
         target = getattr(target, part)
         if not (is_dataclass(target) or isinstance(target, dict)):
             raise ConfigError(f"{source}: {prefix + '.' if prefix else ''}{part} is not a section")
+
+
+def check_size(
+    value: Any, *, source: str, max_values: int = MAX_VALUES, max_depth: int = MAX_DEPTH
+) -> None:
+    """Refuse a value with more than `max_values` values or `max_depth` levels, aliases expanded.
+
+    Raises:
+        ConfigError: naming `source`. A value that contains itself (``&a [*a]``)
+            is refused too: it is infinitely deep.
+    """
+    budget = max_values
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(
+                f"{source}: more than {max_values} values once YAML anchors are expanded "
+                "(an alias bomb?)"
+            )
+        if depth > max_depth:
+            raise ConfigError(
+                f"{source}: nested more than {max_depth} levels deep "
+                "(or an anchor that contains itself)"
+            )
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for pair in node.items() for child in pair)
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
 
 
 def from_dict(cls: type[Any], data: Any, *, source: str, prefix: str = "") -> Any:
@@ -546,7 +602,8 @@ def _convert(value: Any, hint: Any, key: str, source: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise _type_error(value, hint, key, source)
-        return dict(value)
+        _, item = get_args(hint) or (str, Any)
+        return {k: _convert(v, item, f"{key}.{k}", source) for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -573,7 +630,8 @@ def _type_name(hint: Any) -> str:
     if origin is list:
         return f"a list of {_type_name(get_args(hint)[0])}"
     if origin is dict:
-        return "a mapping"
+        item = get_args(hint)[1] if get_args(hint) else Any
+        return "a mapping" if item is Any else f"a mapping to {_type_name(item)}"
     if origin is Literal:
         return "one of " + ", ".join(map(repr, get_args(hint)))
     if hint is type(None):
@@ -583,8 +641,15 @@ def _type_name(hint: Any) -> str:
 
 def _type_error(value: Any, hint: Any, key: str, source: str) -> ConfigError:
     return ConfigError(
-        f"{source}: {key}: expected {_type_name(hint)}, got {value!r} ({type(value).__name__})"
+        f"{source}: {key}: expected {_type_name(hint)}, "
+        f"got {_SHORT.repr(value)} ({type(value).__name__})"
     )
+
+
+def _first_line(error: Exception | str) -> str:
+    """The start of an error's message (PyYAML's run to many lines)."""
+    lines = str(error).strip().splitlines()
+    return " ".join(line.strip() for line in lines[:3]) if lines else "parse error"
 
 
 def _unknown_key(source: str, prefix: str, key: str, valid: list[str]) -> str:
@@ -641,12 +706,7 @@ def recipe_to_yaml(recipe: Recipe) -> str:
 
 def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> Path:
     """Write the resolved recipe as YAML, atomically."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(recipe_to_yaml(recipe), encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_text(path, recipe_to_yaml(recipe))
 
 
 def describe(cls: type[Any] = Recipe, prefix: str = "") -> Iterator[tuple[str, str, Any, str]]:

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bpo.errors import ConfigError
+from bpo.fsio import write_text
 
 # Words are runs of letters and digits; an apostrophe or punctuation ends one,
 # so "cat's" mentions a cat. The words of a multi-word name may be separated by
@@ -187,25 +188,36 @@ class _Form(NamedTuple):
 def _read_file(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read lexicon file {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
+        # YAML anchors cannot blow up here: every value a lexicon keeps is a string
+        # or a flat list of strings, and a nested list is refused at its first item.
         try:
             return yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        except (yaml.YAMLError, ValueError, RecursionError) as error:
+            # ValueError: an integer past Python's 4300 digits; RecursionError: deep nesting.
+            reason = "nested too deeply" if isinstance(error, RecursionError) else error
+            raise ConfigError(f"{path}: not valid YAML: {reason}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path}:{error.lineno}: not valid JSON: {error.msg}") from None
+    except (ValueError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else error
+        raise ConfigError(f"{path}: not valid JSON: {reason}") from None
 
 
 def _word_list(value: Any, what: str) -> list[str]:
     if isinstance(value, str):
         value = [value]
+    elif isinstance(value, (tuple, set, frozenset)):
+        value = list(value)
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ConfigError(f"{what} must be a list of strings")
     words = []
@@ -249,13 +261,13 @@ class ObjectLexicon:
             category = normalize_words(str(name))
             if not category:
                 raise ConfigError(f"empty category name {name!r}")
-            words = _word_list(list(synonyms), f"synonyms of {category!r}")
+            words = _word_list(synonyms, f"synonyms of {category!r}")
             self._categories[category] = [w for w in words if w != category]
         self._phrases: dict[str, str | None] = {}
         for phrase, target in (phrases or {}).items():
-            key = normalize_words(phrase)
+            key = normalize_words(phrase) if isinstance(phrase, str) else ""
             if not key:
-                raise ConfigError(f"empty phrase {phrase!r}")
+                raise ConfigError(f"phrase {phrase!r} must be a string of words")
             if target is not None and not isinstance(target, str):
                 raise ConfigError(f"phrase {phrase!r} must name a category or null")
             named = normalize_words(target) if target is not None else None
@@ -264,10 +276,12 @@ class ObjectLexicon:
             self._phrases[key] = named
         self._exclusions: dict[str, list[str]] = {}
         for word, others in (exclusions or {}).items():
-            key = normalize_words(word)
-            targets = _word_list(list(others), f"exclusions of {word!r}")
+            key = normalize_words(word) if isinstance(word, str) else ""
+            if not key:
+                raise ConfigError(f"exclusion {word!r} must be a string of words")
+            targets = _word_list(others, f"exclusions of {word!r}")
             unknown = [t for t in targets if t not in self._categories]
-            if not key or unknown:
+            if unknown:
                 raise ConfigError(f"exclusion {word!r} names unknown categories {unknown}")
             self._exclusions[key] = targets
         self._supercategories: dict[str, str] = {}
@@ -311,7 +325,7 @@ class ObjectLexicon:
             unknown = set(data) - {"about", *_SECTIONS}
             if unknown:
                 raise ConfigError(
-                    f"{source}: unknown keys {sorted(unknown)}; "
+                    f"{source}: unknown keys {sorted(map(str, unknown))}; "
                     f"expected {', '.join(_SECTIONS)} (and 'about')"
                 )
             categories = data["categories"]
@@ -372,7 +386,7 @@ class ObjectLexicon:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the lexicon as JSON (e.g. next to a run's outputs, for reproducibility)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     # -- queries ------------------------------------------------------------
 

@@ -26,12 +26,29 @@ byte). Nothing is held in memory beyond one record: JSON arrays are parsed
 incrementally with ``ijson``. Errors name the file and the line (JSONL) or the
 0-based array item (``item [i]``); the ids read so far are kept in a compact
 `IdIndex` to refuse duplicates.
+
+Repeated ids. LLaVA's own files repeat record ids: ``llava_instruct_150k.json``
+and ``llava_v1_5_mix665k.json`` name each conversation after its COCO image, and
+an image with several conversations (conversation, detail, reasoning) has its
+id several times. LLaVA trains on every entry, so the LLaVA and ShareGPT4V
+readers keep them all: the n-th record (n >= 2) with an id gets the id
+``f"{id}~{n}"`` (``"000000033471~2"``), counted in file order whether or not
+the record is valid, so ids are stable for a given file. Everywhere else (our
+JSONL, the BPO release, `read_records`) a repeated sample id is a
+`RecordError` (kind ``"duplicate-id"``); under the default ``raise`` policy its
+message also names the line (or array item) that has the id first.
+
+Hostile input. Every failure is a `RecordError` (or a `ConfigError` for a bad
+argument). Strings that UTF-8 cannot encode (lone surrogates from ``\\ud800``
+escapes) are refused where they are read, and a record nested deeper than
+`MAX_NESTING` arrays and objects is refused before it is built: ijson's own
+item builder keeps the dotted path of every open level, so memory would grow
+with the square of the depth (100,000 ``[`` took more than 20 GB).
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -40,13 +57,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bpo.data.jsonl import IdIndex, iter_jsonl
-from bpo.data.records import Message, Negative, Pair, Sample, negative_id
+from bpo.data.records import Message, Negative, Pair, Sample, check_utf8, negative_id
 from bpo.errors import ConfigError, ErrorPolicy, RecordError
 
 FORMATS = ("llava", "sharegpt4v", "bpo", "jsonl")
 
 RecordT = TypeVar("RecordT", Sample, Negative, Pair)
 ItemT = TypeVar("ItemT")
+Converter = Callable[[Any], list[ItemT]]
+
+# Arrays and objects open at once in one JSON-array record (the array itself not
+# counted). LLaVA records use 3 (record, conversations, turn); the limit leaves
+# room for nested `meta` and bounds the memory of a hostile file (module doc).
+MAX_NESTING = 100
 
 # LLaVA writes "human"/"gpt"; some conversions write "user"/"assistant".
 _ROLES = {
@@ -94,7 +117,8 @@ def read_samples(
         ConfigError: for an unknown format name or a missing file.
         RecordError: for a bad record (kinds ``"bad-json"``, ``"bad-encoding"``,
             ``"duplicate-id"``, ``"unknown-format"``, ``"missing-placeholder"``,
-            ``"bad-record"``), unless skipped.
+            ``"too-deep"``, ``"bad-record"``), unless skipped. ``"bad-encoding"``
+            also covers strings UTF-8 cannot encode (lone surrogates).
     """
     _check_format(format)
     _check_file(path)
@@ -115,9 +139,7 @@ def read_bpo_release(
     """
     _check_file(path)
     policy = _policy(policy)
-    return _read(
-        Path(path), _iter_values(Path(path), policy), _bpo_record, lambda item: item[0].id, policy
-    )
+    return _read(Path(path), lambda: _bpo_record, lambda item: item[0].id, policy)
 
 
 def read_records(
@@ -128,14 +150,11 @@ def read_records(
     Args and errors as `read_samples`; duplicate ids are refused.
     """
     _check_file(path)
-    policy = _policy(policy)
-    return _read(
-        Path(path),
-        _iter_values(Path(path), policy),
-        lambda value: [record_type.from_dict(value)],
-        lambda record: record.id,
-        policy,
-    )
+
+    def convert(value: Any) -> list[RecordT]:
+        return [record_type.from_dict(value)]
+
+    return _read(Path(path), lambda: convert, lambda record: record.id, _policy(policy))
 
 
 def detect_format(value: Any) -> str | None:
@@ -167,15 +186,18 @@ def _check_file(path: str | os.PathLike[str]) -> None:
 
 
 def _read_samples(path: Path, format: str, policy: ErrorPolicy) -> Iterator[Sample]:
-    values = _iter_values(path, policy)
     if format == "auto":
-        first = next(values, None)
+        # A look at the first record that parses; the reading proper (below) then
+        # handles every bad line under `policy`, those before it included.
+        first = next(_iter_values(path, ErrorPolicy(on_error="skip")), None)
         if first is None:
+            for _ in _iter_values(path, policy):  # only bad lines, if any: report them
+                pass
             return
         where, value = first
         detected = detect_format(value)
         if detected is None:
-            keys = sorted(value) if isinstance(value, dict) else type(value).__name__
+            keys = sorted(value)[:20] if isinstance(value, dict) else type(value).__name__
             raise _located(
                 RecordError(
                     f"cannot tell the format from the first record (keys: {keys}); "
@@ -186,33 +208,36 @@ def _read_samples(path: Path, format: str, policy: ErrorPolicy) -> Iterator[Samp
                 where,
             )
         format = detected
-        values = itertools.chain([first], values)
     if format == "bpo":
-        for sample, _ in _read(path, values, _bpo_record, lambda item: item[0].id, policy):
+        for sample, _ in _read(path, lambda: _bpo_record, lambda item: item[0].id, policy):
             yield sample
     elif format == "jsonl":
-        yield from _read(path, values, lambda v: [Sample.from_dict(v)], lambda s: s.id, policy)
+        yield from _read(path, lambda: _jsonl_sample, lambda s: s.id, policy)
     else:  # llava, sharegpt4v
-        yield from _read(path, values, _llava_samples, lambda s: s.id, policy)
+        yield from _read(path, _LlavaRecords, lambda s: s.id, policy)
 
 
 def _read(
     path: Path,
-    values: Iterator[tuple[_Where, Any]],
-    convert: Callable[[Any], list[ItemT]],
+    make_converter: Callable[[], Converter[ItemT]],
     id_of: Callable[[ItemT], str],
     policy: ErrorPolicy,
 ) -> Iterator[ItemT]:
-    """Convert each value, refuse duplicate ids, and route errors through `policy`."""
+    """Convert each value, refuse duplicate ids, and route errors through `policy`.
+
+    `make_converter` gives a fresh converter (one may count ids, see `_LlavaRecords`),
+    so that a second pass can find where a duplicated id first appeared.
+    """
     seen = IdIndex()
-    for where, value in values:
+    convert = make_converter()
+    for where, value in _iter_values(path, policy):
         try:
             items = convert(value)
             ids = [id_of(item) for item in items]
             for position, record_id in enumerate(ids):
                 if record_id in seen or record_id in ids[:position]:
                     raise RecordError(
-                        "duplicate id (an earlier record in this file has it)",
+                        _duplicate_reason(path, make_converter, id_of, record_id, policy),
                         record_id=record_id,
                         kind="duplicate-id",
                     )
@@ -222,6 +247,37 @@ def _read(
         for record_id in ids:
             seen.add(record_id)
         yield from items
+
+
+def _duplicate_reason(
+    path: Path,
+    make_converter: Callable[[], Converter[ItemT]],
+    id_of: Callable[[ItemT], str],
+    record_id: str,
+    policy: ErrorPolicy,
+) -> str:
+    """Why a record is refused as a duplicate, naming where the id first appeared.
+
+    The index keeps 8-byte digests, not places, so the place is found by reading
+    the file again up to the first record with the id: done only when the error
+    stops the run (``raise``), so skipping many duplicates stays one pass.
+    """
+    reason = "duplicate id (an earlier record in this file has it)"
+    if policy.on_error != "raise":
+        return reason
+    convert = make_converter()
+    try:
+        for where, value in _iter_values(path, ErrorPolicy(on_error="skip")):
+            try:
+                ids = [id_of(item) for item in convert(value)]
+            except RecordError:
+                continue
+            if record_id in ids:
+                place = f"line {where.line}" if where.line is not None else f"item [{where.item}]"
+                return f"duplicate id: {place} has it first"
+    except RecordError:  # the file broke after the first reading: keep the plain reason
+        pass
+    return reason
 
 
 def _located(
@@ -256,23 +312,63 @@ def _iter_values(path: Path, policy: ErrorPolicy) -> Iterator[tuple[_Where, Any]
                 return
             head = chunk.lstrip()
     if head.startswith(b"["):
-        yield from _iter_json_array(path)
+        yield from _iter_json_array(path, policy)
     else:
         for line, value in iter_jsonl(path, policy=policy):
             yield _Where(line=line), value
 
 
-def _iter_json_array(path: Path) -> Iterator[tuple[_Where, Any]]:
+def _iter_json_array(path: Path, policy: ErrorPolicy) -> Iterator[tuple[_Where, Any]]:
+    """The items of a JSON array, each built from ijson's parser events.
+
+    Not ``ijson.items``: its memory grows with the square of the nesting depth
+    (module doc). Here an item nested deeper than `MAX_NESTING` is refused
+    (under `policy`) and its events are passed over without building anything.
+    """
     import ijson
+    from ijson.common import ObjectBuilder
 
     count = 0
     with open(path, "rb") as handle:
         try:
-            for value in ijson.items(handle, "item", use_float=True):
-                yield _Where(item=count), value
-                count += 1
+            events = ijson.basic_parse(handle, use_float=True)
+            next(events)  # the array's own start_array: the file starts with "["
+            builder: ObjectBuilder | None = None
+            for event, value in events:
+                if builder is None:
+                    if event == "end_array":
+                        break
+                    builder = ObjectBuilder()
+                builder.event(event, value)
+                if len(builder.containers) > MAX_NESTING:
+                    error = RecordError(
+                        f"item [{count}]: nested deeper than {MAX_NESTING} arrays and objects",
+                        path=path,
+                        kind="too-deep",
+                    )
+                    builder = None
+                    policy.handle(error)
+                    _skip_open_containers(events, MAX_NESTING + 1)
+                    count += 1
+                elif not builder.containers:  # the item is complete
+                    yield _Where(item=count), builder.value
+                    builder = None
+                    count += 1
+            for _ in events:  # anything after the array is an error
+                pass
         except (ijson.JSONError, UnicodeDecodeError) as error:
             raise _array_error(path, count, error) from None
+
+
+def _skip_open_containers(events: Iterator[tuple[str, Any]], depth: int) -> None:
+    """Consume parser events until the `depth` arrays and objects now open are closed."""
+    for event, _ in events:
+        if event in ("start_map", "start_array"):
+            depth += 1
+        elif event in ("end_map", "end_array"):
+            depth -= 1
+            if depth == 0:
+                return
 
 
 def _array_error(path: Path, item: int, error: Exception) -> RecordError:
@@ -322,25 +418,45 @@ def _record_id(value: dict[str, Any]) -> str:
     record_id = _raw_id(value)
     if record_id is None or not record_id.strip():
         raise RecordError("field 'id' must be a non-empty string or an integer")
-    return record_id
+    return check_utf8(record_id, "field 'id'")
 
 
 def _image_field(value: dict[str, Any]) -> str | None:
     image = value.get("image")
     if image is not None and (not isinstance(image, str) or not image.strip()):
         raise RecordError("field 'image' must be a non-empty string (one image per record)")
-    return image
+    return image if image is None else check_utf8(image, "field 'image'")
+
+
+def _jsonl_sample(value: Any) -> list[Sample]:
+    return [Sample.from_dict(value)]
 
 
 def _strip_placeholder(text: str) -> str:
     return _PLACEHOLDER_PATTERN.sub("", text).strip()
 
 
-def _llava_samples(value: Any) -> list[Sample]:
+class _LlavaRecords:
+    """Converts LLaVA / ShareGPT4V records, renaming repeated ids (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.ids = IdIndex()
+        self.repeats: dict[str, int] = {}  # only the ids seen more than once: few
+
+    def __call__(self, value: Any) -> list[Sample]:
+        if not isinstance(value, dict):
+            raise RecordError("a LLaVA record must be a JSON object")
+        record_id = _record_id(value)
+        if record_id in self.ids:
+            self.repeats[record_id] = self.repeats.get(record_id, 1) + 1
+            record_id = f"{record_id}~{self.repeats[record_id]}"
+        else:
+            self.ids.add(record_id)
+        return _llava_samples(value, record_id)
+
+
+def _llava_samples(value: dict[str, Any], record_id: str) -> list[Sample]:
     """The samples of one LLaVA / ShareGPT4V record: one per gpt turn."""
-    if not isinstance(value, dict):
-        raise RecordError("a LLaVA record must be a JSON object")
-    record_id = _record_id(value)
     image = _image_field(value)
     turns = value.get("conversations")
     if not isinstance(turns, list) or not turns:
@@ -360,6 +476,7 @@ def _llava_samples(value: Any) -> list[Sample]:
             )
         if not isinstance(text, str):
             raise RecordError(f"{where} value must be a string", record_id=record_id)
+        check_utf8(text, f"{where} value")
         if _PLACEHOLDER in text:
             if role != "user":
                 raise RecordError(
@@ -410,12 +527,22 @@ def _bpo_record(value: Any) -> list[tuple[Sample, list[Negative]]]:
     if not isinstance(value, dict):
         raise RecordError("a BPO record must be a JSON object")
     record_id = _record_id(value) if "id" in value else None
+    try:
+        return _bpo_sample(value, record_id)
+    except RecordError as error:
+        raise RecordError(error.reason, record_id=record_id, kind=error.kind) from None
+
+
+def _bpo_sample(
+    value: dict[str, Any], record_id: str | None
+) -> list[tuple[Sample, list[Negative]]]:
     prompt, image = value.get("prompt"), _image_field(value)
     completions = value.get("completions")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise RecordError("field 'prompt' must be a non-empty string", record_id=record_id)
+        raise RecordError("field 'prompt' must be a non-empty string")
+    check_utf8(prompt, "field 'prompt'")
     if not isinstance(completions, list) or not completions:
-        raise RecordError("field 'completions' must be a non-empty list", record_id=record_id)
+        raise RecordError("field 'completions' must be a non-empty list")
     for index, completion in enumerate(completions):
         if (
             not isinstance(completion, dict)
@@ -425,14 +552,14 @@ def _bpo_record(value: Any) -> list[tuple[Sample, list[Negative]]]:
         ):
             raise RecordError(
                 f"completions[{index}] must be an object with a string 'response' "
-                "and a numeric 'score'",
-                record_id=record_id,
+                "and a numeric 'score'"
             )
+        check_utf8(completion["response"], f"completions[{index}] response")
+        if isinstance(completion.get("type"), str):
+            check_utf8(completion["type"], f"completions[{index}] type")
     gold = next((c["response"] for c in completions if c["score"] == 1), None)
     if gold is None or not gold.strip():
-        raise RecordError(
-            "no non-empty completion with score 1 (the gold answer)", record_id=record_id
-        )
+        raise RecordError("no non-empty completion with score 1 (the gold answer)")
     if record_id is None:
         content = "\0".join((image or "", prompt, gold)).encode("utf-8")
         record_id = "bpo-" + hashlib.sha1(content).hexdigest()[:16]

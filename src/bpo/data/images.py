@@ -3,8 +3,8 @@
 Records name their image by a path relative to an image root (DESIGN.md,
 "Safe by default"). `resolve_image_path` refuses a path that leaves the root, by
 ``../``, by an absolute path or through a symlink. `load_image` then refuses what
-is missing, empty, corrupt, truncated or too large, and converts every PIL mode
-to 8-bit RGB. Each refusal is an `ImageError` with its own ``kind`` (so skipped
+is missing, empty, corrupt, truncated, too large or in a format outside
+`IMAGE_FORMATS`, and converts every PIL mode to 8-bit RGB. Each refusal is an `ImageError` with its own ``kind`` (so skipped
 images are counted by cause) naming the record and the path.
 
 What the conversion does, and why:
@@ -37,6 +37,13 @@ if TYPE_CHECKING:
 # ~89.5 Mpx, about 256 MiB as RGB). Ours is checked explicitly as well, because
 # training code sometimes sets PIL's global to None.
 MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
+# The formats image datasets ship in (COCO, Visual Genome, GQA, TextVQA and OpenImages
+# JPEGs, OCR-VQA's GIFs and PNGs, WebP, BMP, TIFF, PPM; "JPEG" covers phones' MPO
+# files too). PIL identifies some 40 more, each one more decoder facing whatever
+# bytes a dataset holds (EPS even runs Ghostscript); Pillow's advice for untrusted
+# files is to pass `formats` to `Image.open`.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -114,7 +121,8 @@ def load_image(
         ImageError: with kind ``"unsafe-path"``, ``"missing-image"`` (no such
             file, or a directory), ``"unreadable-image"`` (no permission),
             ``"empty-image"`` (0 bytes), ``"image-too-large"`` (over `max_pixels`)
-            or ``"corrupt-image"`` (not an image, truncated, broken data).
+            or ``"corrupt-image"`` (not an image, a format outside `IMAGE_FORMATS`,
+            truncated, broken data).
         ConfigError: when ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` is True, which
             would make PIL pad truncated images silently.
     """
@@ -141,7 +149,7 @@ def load_image(
         # warning into an error too, so a bomb is refused from its header alone.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(resolved) as image:
+            with Image.open(resolved, formats=IMAGE_FORMATS) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise error(
@@ -156,7 +164,9 @@ def load_image(
             f"image too large, refused before decoding ({bomb})", "image-too-large"
         ) from None
     except Image.UnidentifiedImageError:
-        raise error("not an image file PIL can read", "corrupt-image") from None
+        raise error(
+            f"not an image in a format bpo reads ({', '.join(IMAGE_FORMATS)})", "corrupt-image"
+        ) from None
     except PermissionError as denied:
         raise error(f"cannot read the image file ({denied.strerror})", "unreadable-image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as broken:

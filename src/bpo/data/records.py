@@ -12,6 +12,7 @@ transformers/TRL multimodal form with the image placed there.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,13 +23,43 @@ ROLES = ("system", "user", "assistant")
 Message = dict[str, str]
 
 
+def check_utf8(text: str, what: str) -> str:
+    """Return `text` if UTF-8 can encode it; a RecordError naming `what` otherwise.
+
+    JSON's ``\\ud800`` escapes decode to lone surrogates, which no UTF-8 file can
+    hold: such a string would be read here and crash the stage that writes it
+    (or the id index, which hashes UTF-8 bytes). Refused where it is read instead.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise RecordError(
+            f"{what} holds a lone surrogate {text[error.start]!r} (an unpaired \\u escape), "
+            "which UTF-8 cannot encode",
+            kind="bad-encoding",
+        ) from None
+    return text
+
+
+def check_json_value(value: Any, what: str) -> Any:
+    """Return `value` if it can be written back as UTF-8 JSON; a RecordError otherwise."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, TypeError, RecursionError) as error:
+        reason = "a lone surrogate" if isinstance(error, UnicodeEncodeError) else str(error)
+        raise RecordError(
+            f"{what} cannot be written back as UTF-8 JSON ({reason})", kind="bad-encoding"
+        ) from None
+    return value
+
+
 def _require_str(data: dict[str, Any], key: str, *, allow_empty: bool = False) -> str:
     value = data.get(key)
     if not isinstance(value, str):
         raise RecordError(f"field {key!r} must be a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
         raise RecordError(f"field {key!r} is empty")
-    return value
+    return check_utf8(value, f"field {key!r}")
 
 
 def _optional_str(data: dict[str, Any], key: str) -> str | None:
@@ -37,7 +68,7 @@ def _optional_str(data: dict[str, Any], key: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise RecordError(f"field {key!r} must be a string or null, got {type(value).__name__}")
-    return value
+    return check_utf8(value, f"field {key!r}")
 
 
 def _record_id(data: dict[str, Any]) -> str:
@@ -47,7 +78,7 @@ def _record_id(data: dict[str, Any]) -> str:
     text = str(value)
     if not text.strip():
         raise RecordError("field 'id' is empty")
-    return text
+    return check_utf8(text, "field 'id'")
 
 
 def validate_prompt(prompt: Any) -> list[Message]:
@@ -65,6 +96,7 @@ def validate_prompt(prompt: Any) -> list[Message]:
             raise RecordError(f"prompt message {i} has role {role!r}; expected one of {ROLES}")
         if not isinstance(content, str):
             raise RecordError(f"prompt message {i} content must be a string")
+        check_utf8(content, f"prompt message {i}")
         messages.append({"role": role, "content": content})
     if messages[-1]["role"] != "user":
         raise RecordError("the prompt must end with a user message")
@@ -108,6 +140,7 @@ class Sample:
             meta = data.get("meta") or {}
             if not isinstance(meta, dict):
                 raise RecordError("field 'meta' must be an object")
+            check_json_value(meta, "field 'meta'")
             return cls(
                 id=record_id,
                 image=_optional_str(data, "image"),
@@ -116,7 +149,7 @@ class Sample:
                 meta=meta,
             )
         except RecordError as error:
-            raise RecordError(error.reason, record_id=record_id) from None
+            raise RecordError(error.reason, record_id=record_id, kind=error.kind) from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,6 +184,7 @@ class Negative:
             params = data.get("params") or {}
             if not isinstance(params, dict):
                 raise RecordError("field 'params' must be an object")
+            check_json_value(params, "field 'params'")
             return cls(
                 id=record_id,
                 sample_id=_require_str(data, "sample_id"),
@@ -159,7 +193,7 @@ class Negative:
                 params=params,
             )
         except RecordError as error:
-            raise RecordError(error.reason, record_id=record_id) from None
+            raise RecordError(error.reason, record_id=record_id, kind=error.kind) from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,7 +225,7 @@ class Pair:
                 strategy=_require_str(data, "strategy"),
             )
         except RecordError as error:
-            raise RecordError(error.reason, record_id=record_id) from None
+            raise RecordError(error.reason, record_id=record_id, kind=error.kind) from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bpo.data.records import validate_prompt
+from bpo.data.records import check_json_value, validate_prompt
 from bpo.errors import ConfigError, ErrorPolicy, RecordError
 from bpo.eval.items import EvalItem, read_json_records, user_prompt
 from bpo.lexicon import ObjectLexicon
@@ -42,22 +42,36 @@ if TYPE_CHECKING:
 DEFAULT_PROMPT = "Please describe this image in detail."
 
 # COCO file names end in the zero-padded image id: COCO_val2014_000000123456.jpg.
-_COCO_ID = re.compile(r"(\d+)\.(?:jpe?g|png)$", re.IGNORECASE)
-# The only values read from an instances file.
-_INSTANCE_FIELDS = frozenset(
-    {
-        "annotations.item.image_id",
-        "annotations.item.category_id",
-        "categories.item.id",
-        "categories.item.name",
-    }
-)
+# ASCII digits only, and a match starts where a run of digits starts: \d+ alone
+# tried every position of a long run of digits (20,000 digits took 6 s).
+_COCO_ID = re.compile(r"(?<![0-9])([0-9]+)\.(?:jpe?g|png)$", re.IGNORECASE)
+# The longest image id read (COCO's are 12 digits; int() refuses past 4300).
+_MAX_ID_DIGITS = 18
+# The only values read from COCO files: {prefix of an object: its fields}.
+_INSTANCE_FIELDS = {
+    "annotations.item": ("image_id", "category_id"),
+    "categories.item": ("id", "name"),
+}
+_CAPTION_FIELDS = {"annotations.item": ("image_id", "caption")}
+# ijson keeps the dotted path of every open level, so memory grows with the square
+# of the nesting depth; COCO's longest path (annotations.item.segmentation.item.item)
+# has 41 characters, and a file nested past this is refused.
+_MAX_PREFIX = 256
+# What a field that should be a number or a string but opens a container reads as.
+_CONTAINERS: dict[str, Any] = {"start_array": [], "start_map": {}}
 
 
 def coco_image_id(image: str) -> int | None:
     """The COCO image id in a file name (``COCO_val2014_000000000042.jpg`` -> 42), or None."""
     match = _COCO_ID.search(image)
-    return int(match.group(1)) if match else None
+    return _digits(match.group(1)) if match else None
+
+
+def _digits(text: str) -> int | None:
+    """`text` as an image id if it is ASCII digits (not too many), else None."""
+    if text.isascii() and text.isdigit() and len(text) <= _MAX_ID_DIGITS:
+        return int(text)
+    return None
 
 
 def canonical_objects(names: Iterable[str], lexicon: ObjectLexicon) -> set[str]:
@@ -173,8 +187,6 @@ def load_coco_objects(
     Raises:
         ConfigError: neither file given, or a file that is missing or not COCO JSON.
     """
-    import ijson
-
     lexicon = lexicon or ObjectLexicon.default()
     wanted = set(image_ids)
     objects: dict[int, set[str]] = {image_id: set() for image_id in wanted}
@@ -184,33 +196,14 @@ def load_coco_objects(
         path = _existing(instances)
         names: dict[int, str] = {}
         pairs: list[tuple[int, int]] = []
-        fields: dict[str, Any] = {}
-        try:
-            with path.open("rb") as handle:
-                # Low-level events: only ids and names are read, never the polygons.
-                for prefix, event, value in ijson.parse(handle):
-                    if prefix in _INSTANCE_FIELDS:
-                        fields[prefix] = value
-                    elif event != "end_map":
-                        continue
-                    elif prefix == "annotations.item":
-                        image_id = fields.get("annotations.item.image_id")
-                        category_id = fields.get("annotations.item.category_id")
-                        if (
-                            image_id is not None
-                            and category_id is not None
-                            and int(image_id) in wanted
-                        ):
-                            pairs.append((int(image_id), int(category_id)))
-                        fields.clear()
-                    elif prefix == "categories.item":
-                        category_id = fields.get("categories.item.id")
-                        name = fields.get("categories.item.name")
-                        if category_id is not None and isinstance(name, str):
-                            names[int(category_id)] = name
-                        fields.clear()
-        except (ijson.JSONError, ValueError, TypeError) as error:
-            raise ConfigError(f"{path}: not a COCO instances file ({error})") from None
+        for prefix, fields in _coco_items(path, "instances", _INSTANCE_FIELDS):
+            if prefix == "categories.item":
+                if fields.get("id") is not None and isinstance(fields.get("name"), str):
+                    names[_coco_int(fields["id"], "category id", path)] = fields["name"]
+            elif fields.get("image_id") is not None and fields.get("category_id") is not None:
+                image_id = _coco_int(fields["image_id"], "image_id", path)
+                if image_id in wanted:
+                    pairs.append((image_id, _coco_int(fields["category_id"], "category_id", path)))
         if not names:
             raise ConfigError(f"{path}: no 'categories' (not a COCO instances file?)")
         for image_id, category_id in pairs:
@@ -219,15 +212,50 @@ def load_coco_objects(
             objects[image_id] |= canonical_objects([names[category_id]], lexicon)
     if captions is not None:
         path = _existing(captions)
-        try:
-            with path.open("rb") as handle:
-                for item in ijson.items(handle, "annotations.item"):
-                    image_id = item.get("image_id")
-                    if image_id in wanted and isinstance(item.get("caption"), str):
-                        objects[image_id] |= set(lexicon.find(item["caption"]))
-        except (ijson.JSONError, ValueError, AttributeError) as error:
-            raise ConfigError(f"{path}: not a COCO captions file ({error})") from None
+        for _, fields in _coco_items(path, "captions", _CAPTION_FIELDS):
+            if fields.get("image_id") is None or not isinstance(fields.get("caption"), str):
+                continue
+            image_id = _coco_int(fields["image_id"], "image_id", path)
+            if image_id in wanted:
+                objects[image_id] |= set(lexicon.find(fields["caption"]))
     return objects
+
+
+def _coco_items(
+    path: Path, kind: str, wanted: Mapping[str, tuple[str, ...]]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(prefix, {field: value})`` for each object at a prefix of `wanted`, streamed.
+
+    Low-level events: only the fields asked for are read, never the polygons.
+
+    Raises:
+        ConfigError: the file is not JSON, or is nested deeper than COCO files are.
+    """
+    import ijson
+
+    field_of = {f"{prefix}.{name}": name for prefix, names in wanted.items() for name in names}
+    fields: dict[str, Any] = {}
+    try:
+        with path.open("rb") as handle:
+            # Small reads: ijson builds the events (and paths) of a whole read at once,
+            # so a 64 KiB read of "[[[[..." alone took 15 s; 4 KiB reads cost no speed.
+            for prefix, event, value in ijson.parse(handle, buf_size=4096):
+                if prefix in field_of:
+                    if event not in ("end_map", "end_array"):  # a container: [] or {}
+                        fields[field_of[prefix]] = _CONTAINERS.get(event, value)
+                elif event == "end_map" and prefix in wanted:
+                    yield prefix, fields
+                    fields = {}
+                elif len(prefix) > _MAX_PREFIX:
+                    raise ConfigError(f"{path}: nested too deeply (not a COCO {kind} file)")
+    except (ijson.JSONError, ValueError) as error:
+        raise ConfigError(f"{path}: not a COCO {kind} file ({error})") from None
+
+
+def _coco_int(value: Any, what: str, path: Path) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"{path}: {what} {value!r:.80} is not an integer (not a COCO file?)")
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:
@@ -302,6 +330,8 @@ def load_items(
 def _item(position: int, record: Any, prompt: str) -> EvalItem:
     if not isinstance(record, dict):
         raise RecordError("a CHAIR record must be a JSON object")
+    # Its fields go into predictions.jsonl: refuse what UTF-8 cannot write there.
+    check_json_value(record, "the record")
     image = record.get("image")
     if not isinstance(image, str) or not image:
         raise RecordError("no 'image'", record_id=_optional_id(record))
@@ -311,7 +341,8 @@ def _item(position: int, record: Any, prompt: str) -> EvalItem:
     elif isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
         raise RecordError("'image_id' must be an integer", record_id=_optional_id(record))
     elif isinstance(image_id, str):
-        image_id = int(image_id) if image_id.isdigit() else None
+        # isdigit() alone lets "²" through, which int() refuses.
+        image_id = _digits(image_id)
     record_id = _optional_id(record) or (f"coco-{image_id}" if image_id is not None else image)
     try:
         objects = objects_of(record)

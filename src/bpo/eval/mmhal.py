@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from bpo.data.records import check_json_value
 from bpo.errors import ConfigError, ErrorPolicy, RecordError
 from bpo.eval.items import EvalItem, read_json_records, user_prompt
 
@@ -107,7 +108,8 @@ def parse_rating(judgement: str) -> Rating:
     values = {match.group(1) for match in _RATING.finditer(judgement)}
     if len(values) == 1:
         (text,) = values
-        if text.isdigit() and 0 <= int(text) <= MAX_RATING:
+        # Length first: int() refuses strings of more than 4300 digits.
+        if text.isdigit() and len(text) <= 3 and int(text) <= MAX_RATING:
             return Rating(int(text), "ok")
     return Rating(None, "malformed")
 
@@ -300,18 +302,26 @@ def load_items(
         try:
             if not isinstance(record, dict):
                 raise RecordError("an MMHal-Bench record must be a JSON object")
+            # Its fields go into predictions.jsonl: refuse what UTF-8 cannot write there.
+            check_json_value(record, "the record")
             missing = [name for name in REQUIRED_FIELDS if not isinstance(record.get(name), str)]
             if missing:
                 raise RecordError(f"missing or not text: {', '.join(missing)}")
+            content = record.get("image_content") or []
+            if not isinstance(content, (str, list)):
+                raise RecordError("'image_content' must be a list of object names")
             try:
                 image = image_file(record)
             except KeyError:
                 raise RecordError("no image: needs 'image_path' or 'image_src'") from None
+            except ValueError as error:  # urlparse: "Invalid IPv6 URL" and the like
+                raise RecordError(f"'image_src' is not a URL ({error})") from None
         except RecordError as error:
             reason = error.reason if line is not None else f"item [{position}]: {error.reason}"
-            policy.handle(RecordError(reason, record_id=record_id, path=path, line=line))
+            policy.handle(
+                RecordError(reason, record_id=record_id, path=path, line=line, kind=error.kind)
+            )
             continue
-        content = record.get("image_content") or []
         fields = {
             "question_type": record["question_type"],
             "question_topic": record.get("question_topic"),

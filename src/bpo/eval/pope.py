@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bpo.data.records import check_json_value
 from bpo.errors import ConfigError, ErrorPolicy, RecordError
 from bpo.eval.items import EvalItem, read_json_records, user_prompt
 
@@ -312,6 +313,8 @@ def load_items(
 def _item(split: str, position: int, record: Any) -> EvalItem:
     if not isinstance(record, dict):
         raise RecordError("a POPE question must be a JSON object")
+    # Its fields go into predictions.jsonl: refuse what UTF-8 cannot write there.
+    check_json_value(record, "the question")
     question_id = record.get("question_id", record.get("id"))
     if question_id is None:
         raise RecordError("no 'question_id'")
