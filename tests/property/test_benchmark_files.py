@@ -224,12 +224,6 @@ def test_lone_surrogates_are_refused_before_predictions(tmp_path: Path, benchmar
     assert policy.counts.get("bad-encoding") == 1 and policy.skipped[0]["line"] == 2
 
 
-# items.py is another stage's file: these fail until `read_json_records` also turns
-# json.loads' ValueError (past 4,300 digits) and RecursionError into a ConfigError.
-READ_JSON_FIX = "bpo.eval.items.read_json_records lets json.loads' ValueError/RecursionError out"
-
-
-@pytest.mark.xfail(strict=True, raises=(ValueError, RecursionError), reason=READ_JSON_FIX)
 @pytest.mark.parametrize("text", ["[" + "1" * 5000 + "]", "[" * 100_000], ids=["int", "deep"])
 def test_benchmark_arrays_json_loads_cannot_take(tmp_path: Path, text: str) -> None:
     path = tmp_path / "q.json"

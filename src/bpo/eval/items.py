@@ -73,8 +73,12 @@ def read_json_records(
     if head.startswith(b"["):
         try:
             values = json.loads(target.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ConfigError(f"{target}: not valid JSON ({error})") from None
+        except (ValueError, RecursionError) as error:
+            # ValueError covers bad UTF-8, bad JSON and integers past Python's digit
+            # limit; RecursionError, nesting past the parser's depth.
+            raise ConfigError(
+                f"{target}: not valid JSON ({type(error).__name__}: {error})"
+            ) from None
         for index, value in enumerate(values):
             yield index, None, value
         return
