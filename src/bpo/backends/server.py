@@ -47,7 +47,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from bpo.backends.base import Completion, GenerationRequest
-from bpo.errors import BpoError
+from bpo.errors import BpoError, ImageError
 
 # Pillow's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS, ~89 Mpx) is
 # only a warning; a request that decodes to more than this is refused outright.
@@ -106,12 +106,10 @@ def _number(body: dict[str, Any], key: str, default: float, low: float, high: fl
 def _decode_image(url: Any) -> Any:
     """An RGB PIL image from a base64 data URL; anything else is a 400.
 
-    RGB as `bpo.data.images.to_rgb` makes it, so an image sent here gives the same
-    pixels as the same file read by `load_image` (alpha over white, not black).
+    Decoded by `bpo.data.images.decode_image`, as image files are, so an image sent
+    here gives the same pixels (alpha over white) and the same refusals.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    from bpo.data.images import to_rgb
+    from bpo.data.images import decode_image
 
     if not isinstance(url, str):
         raise ApiError(HTTPStatus.BAD_REQUEST, "image_url.url must be a string")
@@ -126,31 +124,12 @@ def _decode_image(url: Any) -> Any:
         raise ApiError(HTTPStatus.BAD_REQUEST, "the image must be a data:image/...;base64 URL")
     try:
         data = base64.b64decode(payload, validate=True)
-        # Our limit is under PIL's (which only warns up to twice its own), so a bomb
-        # is refused here from its header, before any decoding.
-        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-        if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise ApiError(
-                HTTPStatus.BAD_REQUEST,
-                f"the image has {image.width}x{image.height} pixels; the limit is "
-                f"{MAX_IMAGE_PIXELS} pixels",
-            )
-        image.load()
-        return to_rgb(image)
-    except UnidentifiedImageError:
-        raise ApiError(
-            HTTPStatus.BAD_REQUEST, f"not an image in one of the formats {IMAGE_FORMATS}"
-        ) from None
-    except (
-        binascii.Error,
-        Image.DecompressionBombError,
-        # How PIL reports truncated or broken data (as in bpo.data.images.load_image).
-        OSError,
-        SyntaxError,
-        ValueError,
-        EOFError,
-    ) as error:
+    except binascii.Error as error:
         raise ApiError(HTTPStatus.BAD_REQUEST, f"unreadable image: {error}") from None
+    try:
+        return decode_image(io.BytesIO(data), max_pixels=MAX_IMAGE_PIXELS, formats=IMAGE_FORMATS)
+    except ImageError as error:
+        raise ApiError(HTTPStatus.BAD_REQUEST, error.reason) from None
 
 
 def _messages(raw: Any, *, is_vision: bool) -> tuple[list[dict[str, str]], Any]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from bpo.errors import ConfigError, ImageError
 
@@ -126,13 +126,6 @@ def load_image(
         ConfigError: when ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` is True, which
             would make PIL pad truncated images silently.
     """
-    from PIL import Image, ImageFile
-
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        raise ConfigError(
-            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by your code or a library): "
-            "truncated images would load silently; set it back to False"
-        )
     resolved = resolve_image_path(path, image_root, record_id=record_id)
 
     def error(reason: str, kind: str) -> ImageError:
@@ -144,12 +137,50 @@ def load_image(
         raise error("image path is not a file (a directory?)", "missing-image")
     if resolved.stat().st_size == 0:
         raise error("image file is empty (0 bytes)", "empty-image")
+    return decode_image(resolved, record_id=record_id, max_pixels=max_pixels)
+
+
+def decode_image(
+    source: str | os.PathLike[str] | BinaryIO,
+    *,
+    record_id: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    formats: tuple[str, ...] = IMAGE_FORMATS,
+) -> PILImage.Image:
+    """Decode an image file or stream to RGB, refusing bombs, broken data and other formats.
+
+    `load_image` calls it after checking the path; `bpo serve` calls it on the bytes
+    of a data URL, so both give the same pixels and refuse the same images.
+
+    Args:
+        source: a file path or a binary stream.
+        record_id: the record the image belongs to, for error messages.
+        max_pixels: images with more pixels are refused from their header.
+        formats: the PIL formats to open (others are ``"corrupt-image"``).
+
+    Raises:
+        ImageError: kinds ``"image-too-large"``, ``"corrupt-image"`` or
+            ``"unreadable-image"`` (see `load_image`).
+        ConfigError: when ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` is True.
+    """
+    from PIL import Image, ImageFile
+
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise ConfigError(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by your code or a library): "
+            "truncated images would load silently; set it back to False"
+        )
+    path = Path(source) if isinstance(source, (str, os.PathLike)) else None
+
+    def error(reason: str, kind: str) -> ImageError:
+        return ImageError(reason, record_id=record_id, path=path, kind=kind)
+
     try:
         # PIL warns past MAX_IMAGE_PIXELS and raises past twice that; turn the
         # warning into an error too, so a bomb is refused from its header alone.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(resolved, formats=IMAGE_FORMATS) as image:
+            with Image.open(source, formats=formats) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise error(
@@ -165,7 +196,7 @@ def load_image(
         ) from None
     except Image.UnidentifiedImageError:
         raise error(
-            f"not an image in a format bpo reads ({', '.join(IMAGE_FORMATS)})", "corrupt-image"
+            f"not an image in a format bpo reads ({', '.join(formats)})", "corrupt-image"
         ) from None
     except PermissionError as denied:
         raise error(f"cannot read the image file ({denied.strerror})", "unreadable-image") from None
