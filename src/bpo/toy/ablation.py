@@ -150,7 +150,7 @@ def run_ablation(
     out: str | os.PathLike[str],
     *,
     seed: int = 0,
-    base_seeds: Sequence[int] = (0, 1),
+    base_seeds: Sequence[int] = (0, 2),
     preference_seeds: Sequence[int] = (0, 1, 2),
     fast: bool = False,
     overrides: Sequence[str] = (),
