@@ -374,3 +374,30 @@ def test_empty_pairs_export_as_empty_json_but_not_as_a_trl_dataset(tmp_path):
     assert export_llamafactory(pairs_path, tmp_path).rows == 0
     with pytest.raises(ConfigError, match="nothing to export"):
         export_trl(pairs_path, tmp_path)
+
+
+def test_a_failed_trl_export_keeps_the_previous_one_and_its_cache_is_cleared(
+    trl_dataset, image_root, monkeypatch
+):
+    import datasets
+
+    _, folder, parquet = trl_dataset
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    before_parquet = parquet.read_bytes()
+    cache = folder.parent / ".pairs_trl.cache"
+    assert not cache.exists()
+    cache.mkdir()  # as a killed export leaves it
+    (cache / "stale.arrow").write_bytes(b"half")
+
+    def save_half(self, path, **kwargs):
+        (Path(path) / "data-00000-of-00001.arrow").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", save_half)
+    with pytest.raises(OSError, match="disk full"):
+        export_trl(folder.parent / "pairs.jsonl", folder.parent, image_root=image_root)
+    # The old export is whole and in place; nothing of the failed one is left.
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    assert parquet.read_bytes() == before_parquet
+    assert not cache.exists()
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []

@@ -198,13 +198,16 @@ def test_mix_follows_the_ratios_and_does_not_depend_on_input_order(tmp_path):
     assert stats.dropped["cooccurrence"]["mix"] == 4
 
     _, shuffled = mixed_inputs(tmp_path, order_seed=7)
+    # A spill file left by a run killed while mixing is overwritten, not read.
+    stale = tmp_path / ".b.jsonl.mix-candidates.jsonl"
+    write_jsonl(stale, [{"id": "stale", "torn": True}])
     build_pairs(samples, [shuffled], tmp_path / "b.jsonl", mix=ratios, seed=1)
     assert {p["id"] for p in read_jsonl(tmp_path / "b.jsonl")} == {p["id"] for p in kept}
 
     build_pairs(samples, [negatives], tmp_path / "c.jsonl", mix=ratios, seed=2)
     other = {p["id"] for p in read_jsonl(tmp_path / "c.jsonl")}
     assert len(other) == 16 and other != {p["id"] for p in kept}  # 1 in 70 to agree
-    assert not list(tmp_path.glob(".bpo-pairs-mix-*")), "the spill folder is removed"
+    assert not list(tmp_path.glob(".*")), "the spill files are removed"
 
 
 # --- stats ------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
+
+from bpo.fsio import write_text
 
 OnError = Literal["skip", "raise"]
 
@@ -122,8 +123,4 @@ class ErrorPolicy:
         print(self.summary(), file=sys.stderr)
         if path is not None:
             payload = {"total": self.total, "counts": dict(self.counts), "skipped": self.skipped}
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, target)
+            write_text(path, json.dumps(payload, indent=2) + "\n")

@@ -29,16 +29,16 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from bpo.data.records import Pair, chat_messages
 from bpo.errors import BpoError, ConfigError, ErrorPolicy, RecordError
+from bpo.fsio import atomic_dir, atomic_write, write_text
 from bpo.pairs import records_with_lines, stable_hash
 
 EXPORT_FORMATS = ("trl", "bpo", "llamafactory")
@@ -85,17 +85,14 @@ class ExportResult:
 
 def _write_json_array(path: Path, items: Iterable[dict[str, Any]]) -> int:
     """Write `items` as a JSON array, one item per line, atomically; return the count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_write(path) as handle:
         handle.write("[")
         for item in items:
             handle.write(",\n" if count else "\n")
             handle.write(json.dumps(item, ensure_ascii=False))
             count += 1
         handle.write("\n]\n" if count else "]\n")
-    os.replace(tmp, path)
     return count
 
 
@@ -188,16 +185,6 @@ def _bpo_error(error: BaseException) -> BpoError | None:
     return None
 
 
-def _replace_dir(build: Callable[[Path], None], target: Path) -> None:
-    """Build a folder next to `target`, then put it in `target`'s place."""
-    staging = target.with_name(target.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    build(staging)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
-
-
 def export_trl(
     pairs_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -211,7 +198,9 @@ def export_trl(
     The dataset is built with `datasets.Dataset.from_generator` (rows are written
     to Arrow as they come, so images are never all in memory) in a fresh cache
     folder (so a changed pairs file is never served from a stale cache), then
-    saved with ``save_to_disk`` and as one parquet file.
+    saved with ``save_to_disk`` and as one parquet file, each renamed into place
+    once complete. The cache folder has a fixed hidden name, ``.<name>_trl.cache``,
+    so that one left by a killed export is removed by the next.
 
     Args:
         pairs_path: the pairs JSONL file.
@@ -235,12 +224,14 @@ def export_trl(
     target, parquet = out_dir / f"{name}_trl", out_dir / f"{name}_trl.parquet"
     result = ExportResult("trl", [target, parquet])
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".bpo-trl-cache-") as cache:
+    cache = out_dir / f".{name}_trl.cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    try:
         try:
             dataset = datasets.Dataset.from_generator(
                 _trl_rows,
                 features=trl_features(),
-                cache_dir=cache,
+                cache_dir=str(cache),
                 gen_kwargs={
                     "pairs_path": str(pairs_path),
                     "image_root": None if image_root is None else str(image_root),
@@ -259,11 +250,13 @@ def export_trl(
             raise ConfigError(
                 f"nothing to export as a TRL dataset: {pairs_path} holds no pair that could be read"
             ) from None
-        _replace_dir(dataset.save_to_disk, target)
-        tmp_parquet = parquet.with_name(parquet.name + ".tmp")
-        dataset.to_parquet(str(tmp_parquet))
-        os.replace(tmp_parquet, parquet)
+        with atomic_dir(target) as staging:
+            dataset.save_to_disk(str(staging))
+        with atomic_write(parquet, "wb") as handle:
+            dataset.to_parquet(handle)
         del dataset
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
     return result
 
 
@@ -455,9 +448,7 @@ def export_llamafactory(
         if not isinstance(info, dict):
             raise ConfigError(f"{info_file} must hold a JSON object")
     info[name] = llamafactory_dataset_info(data_file.name)
-    tmp = info_file.with_name(info_file.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, info_file)
+    write_text(info_file, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return result
 
 

@@ -48,7 +48,6 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -60,6 +59,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bpo.data.jsonl import IdIndex, JsonlWriter, iter_jsonl
 from bpo.data.records import Negative, Pair, Sample
 from bpo.errors import ConfigError, ErrorPolicy, RecordError
+from bpo.fsio import write_text
 
 if TYPE_CHECKING:
     from bpo.lexicon import ObjectLexicon
@@ -354,20 +354,21 @@ def select_mix(
     *,
     seed: int,
     stats: PairStats,
-    spill_dir: str | os.PathLike[str] | None = None,
+    spill: str | os.PathLike[str],
 ) -> Iterator[Pair]:
     """Subsample `pairs` so that the strategies follow `ratios` (see `mix_quotas`).
 
     Within a strategy the pairs with the smallest `mix_key` are kept: a seeded
     draw that does not depend on the order or the batching of the input. The
-    input is spilled to a temporary JSONL file under `spill_dir` (counts must be
-    known before choosing); the output keeps the input order.
+    input is spilled to the JSONL file `spill` (counts must be known before
+    choosing), which is overwritten (a copy left by a killed run included) and
+    removed at the end; the output keeps the input order.
     """
     import numpy as np
 
     keys: dict[str, list[int]] = defaultdict(list)
-    with tempfile.TemporaryDirectory(dir=spill_dir, prefix=".bpo-pairs-mix-") as tmp:
-        spill = Path(tmp) / "candidates.jsonl"
+    spill = Path(spill)
+    try:
         with open(spill, "w", encoding="utf-8") as handle:
             for pair in pairs:
                 keys[pair.strategy].append(mix_key(seed, pair.id))
@@ -387,6 +388,8 @@ def select_mix(
                 yield pair
             else:
                 stats.drop(pair.strategy, "mix")
+    finally:
+        spill.unlink(missing_ok=True)
 
 
 def records_with_lines(
@@ -518,13 +521,6 @@ def stats_path(out: str | os.PathLike[str]) -> Path:
     return Path(out).with_suffix(".stats.json")
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def build_pairs(
     samples_path: str | os.PathLike[str],
     negatives_paths: Sequence[str | os.PathLike[str]],
@@ -603,7 +599,9 @@ def build_pairs(
         policy=policy,
     )
     if mix:
-        pairs = select_mix(pairs, mix, seed=seed, stats=stats, spill_dir=out.parent)
+        # A hidden name of its own, so a spill left by a killed run is the next run's to replace.
+        spill = out.with_name(f".{out.name}.mix-candidates.jsonl")
+        pairs = select_mix(pairs, mix, seed=seed, stats=stats, spill=spill)
     with JsonlWriter(out, resume=resume) as writer:
         for pair in pairs:
             stats.keep(pair)
@@ -614,7 +612,7 @@ def build_pairs(
         stale = writer.resumed - stats.already_present
     stats.skipped.update(policy.counts)
     payload = {"options": options, **stats.to_dict()}
-    _write_json(previous, payload)
+    write_text(previous, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     policy.report(f"{out}.skipped.json")
     if stale:
         raise ConfigError(

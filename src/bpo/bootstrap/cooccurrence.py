@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from bpo.bootstrap import sample_seed
 from bpo.data.records import Negative, Sample, negative_id
 from bpo.errors import ConfigError
+from bpo.fsio import write_text
 from bpo.lexicon import Mention, ObjectLexicon, pluralize
 
 if TYPE_CHECKING:
@@ -227,11 +228,7 @@ class CooccurrenceInjector:
             "objects": dict(sorted(self.object_counts.items())),
             "pairs": pairs,
         }
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(json.dumps(payload) + "\n", encoding="utf-8")
-        os.replace(tmp, target)
+        write_text(path, json.dumps(payload) + "\n")
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Read statistics written by `save`, replacing the current ones.

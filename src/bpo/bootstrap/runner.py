@@ -25,6 +25,7 @@ from bpo.bootstrap.base import BootstrapStrategy
 from bpo.data.jsonl import JsonlWriter, iter_jsonl
 from bpo.data.records import Sample
 from bpo.errors import BpoError, ConfigError, ErrorPolicy, RecordError
+from bpo.fsio import write_text
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -233,9 +234,7 @@ def run_bootstrap(
 
     summary.dropped.update(strategy.dropped)
     summary.errors.update(policy.counts)
-    Path(f"{out}.summary.json").write_text(
-        json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8"
-    )
+    write_text(f"{out}.summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
     policy.report(f"{out}.skipped.json")
     return summary
 

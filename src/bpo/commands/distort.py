@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpo.commands.options import add_image_root, add_on_error
+from bpo.fsio import atomic_write
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -215,6 +215,5 @@ class _Job:
 
 def _save_png(image: Image.Image, path: Path) -> None:
     """Write atomically, so an interrupted run never leaves half a PNG under the final name."""
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as handle:
+        image.save(handle, format="PNG")

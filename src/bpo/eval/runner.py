@@ -25,11 +25,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bpo.data.jsonl import JsonlWriter
 from bpo.errors import ConfigError, ErrorPolicy
 from bpo.eval import chair, mmhal, pope
 from bpo.eval.generation import generate_answers
 from bpo.eval.items import EvalItem, RowKeys, match_predictions, prediction_keys
+from bpo.fsio import atomic_write, write_text
 
 if TYPE_CHECKING:
     from bpo.backends import Backend
@@ -169,19 +169,19 @@ def _check_generation_settings(out: Path, settings: dict[str, Any]) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def _copy_predictions(items: Sequence[EvalItem], answers: dict[str, str], path: Path) -> None:
-    """Our predictions.jsonl for answers read from elsewhere (ids and fields made uniform)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with JsonlWriter(tmp, resume=False) as writer:
+    """Our predictions.jsonl for answers read from elsewhere (ids and fields made uniform).
+
+    Written whole and renamed into place (not appended): it replaces any earlier copy.
+    """
+    with atomic_write(path) as handle:
         for item in items:
             if item.id in answers:
-                writer.write({"id": item.id, "answer": answers[item.id], **item.fields})
-    os.replace(tmp, path)
+                record = {"id": item.id, "answer": answers[item.id], **item.fields}
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def evaluate(
@@ -218,9 +218,10 @@ def evaluate(
             options.predictions, items, policy=policy, row_keys=_row_keys(options.bench)
         )
         if Path(options.predictions).resolve() != predictions_path.resolve():
-            _copy_predictions(items, answers, predictions_path)
-            # These answers were not generated here: a later generation run must not resume them.
+            # These answers were not generated here: a later generation run must not resume
+            # them. The record goes first, so that no crash leaves it beside them.
             (out / "generation.json").unlink(missing_ok=True)
+            _copy_predictions(items, answers, predictions_path)
     else:
         if backend is None and not options.model:
             raise ConfigError("give --model to generate answers, or --predictions to score a file")

@@ -12,7 +12,6 @@ sees half a report.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from bpo.data.formats import read_records, read_samples
 from bpo.data.jsonl import IdIndex
 from bpo.data.records import Negative, Pair, Sample
 from bpo.errors import ConfigError, ErrorPolicy
+from bpo.fsio import write_text
 from bpo.report.dataset import DataCounts, read_stats, render_data
 from bpo.report.evaluation import render_evaluation
 from bpo.report.gallery import BottomKSampler, GalleryItem, attach_params, render_gallery
@@ -93,22 +93,7 @@ def write_report(
     policy = policy or ErrorPolicy()
     files = find_run_files(run_dir, image_root=options.image_root)
     target = Path(out) if out is not None else files.root / "report.html"
-    document = build_page(files, options, policy)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", delete=False
-    ) as handle:
-        try:
-            handle.write(document)
-        except BaseException:
-            Path(handle.name).unlink(missing_ok=True)
-            raise
-    # NamedTemporaryFile creates the file owner-only; a report is for sharing.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(handle.name, 0o666 & ~umask)
-    os.replace(handle.name, target)
-    return target
+    return write_text(target, build_page(files, options, policy))
 
 
 def build_page(files: RunFiles, options: ReportOptions, policy: ErrorPolicy) -> str:

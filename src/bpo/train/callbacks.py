@@ -10,6 +10,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from bpo.fsio import write_text
+
 # TRL's DPO metrics worth a report, in the order written (others follow as TRL names them).
 REPORTED = (
     "loss",
@@ -31,7 +33,8 @@ class MetricsLogger(TrainerCallback):
     accuracy, chosen and rejected rewards and log-probs, learning rate ...) and
     ``step_time`` (seconds per optimizer step since the previous line, data
     loading included). Only the main process writes. On resume, lines past the
-    checkpoint's step are dropped first, so each step appears once.
+    checkpoint's step, and a last line torn by a killed process, are dropped
+    first (the file is rewritten atomically), so each step appears once.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -50,9 +53,7 @@ class MetricsLogger(TrainerCallback):
                 step = _step(line)
                 if step is not None and step <= state.global_step:
                     kept.append(line)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_text(self.path, "".join(line + "\n" for line in kept))
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

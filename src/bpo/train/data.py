@@ -33,6 +33,7 @@ import torch
 
 from bpo.config import Recipe
 from bpo.errors import ConfigError, ErrorPolicy
+from bpo.fsio import atomic_dir, write_text
 
 # Bump when the tokenization below changes, so older caches are not reused.
 TOKENIZATION_VERSION = 1
@@ -148,7 +149,8 @@ def load_source(recipe: Recipe, policy: ErrorPolicy) -> tuple[Any, str, dict[str
         result = export_trl(path, folder, name="pairs", image_root=image_root, policy=policy)
         (folder / "pairs_trl.parquet").unlink(missing_ok=True)  # training reads the Arrow copy
         skipped = dict(result.left_out)
-        summary.write_text(json.dumps({"pairs": result.pairs, "skipped": skipped}) + "\n")
+        # Written after the export, atomically: its presence marks a complete export.
+        write_text(summary, json.dumps({"pairs": result.pairs, "skipped": skipped}) + "\n")
     dataset = datasets.load_from_disk(str(target))
     skipped = json.loads(summary.read_text())["skipped"]
     if len(dataset) == 0:
@@ -243,7 +245,7 @@ def tokenize_pairs(
     folder = cache_dir(recipe) / f"tokens-{fingerprint}"
     target, counts_file = folder / "dataset", folder / "counts.json"
     if not (target.exists() and counts_file.exists()):
-        staging = folder / "staging"
+        staging = folder / ".staging"  # scratch: hidden, as temporaries are
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         mapped = source.map(
@@ -263,12 +265,9 @@ def tokenize_pairs(
             input_columns="status",
             cache_file_name=str(staging / "kept.arrow"),
         )
-        tmp = folder / "dataset.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        kept.save_to_disk(str(tmp))
+        with atomic_dir(target) as saving:
+            kept.save_to_disk(str(saving))
         del mapped, kept
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
         shutil.rmtree(staging, ignore_errors=True)
         counts = {
             "rows": sum(statuses.values()),
@@ -278,7 +277,7 @@ def tokenize_pairs(
             if statuses[STATUS_DROPPED]
             else {},
         }
-        counts_file.write_text(json.dumps(counts) + "\n")
+        write_text(counts_file, json.dumps(counts) + "\n")  # last: marks a complete cache
     dataset = datasets.load_from_disk(str(target))
     counts = json.loads(counts_file.read_text())
     counts["skipped"] = skipped

@@ -11,9 +11,12 @@ reference copy, freed afterwards), through `BpoDPOTrainer.reference_logps`.
 
 The pass is batched, shows a progress bar, and resumes: each batch's results are
 appended to ``reference_logps.jsonl`` (one line per row, keyed by row index, via
-`bpo.data.jsonl.JsonlWriter`), so a killed pass restarts at the first missing
-row. Under several processes, each computes a share of the rows and the main
-process writes them all. ``done.json`` marks a complete pass. The folder is
+`bpo.data.jsonl.JsonlWriter`), so a killed pass restarts at the first batch with
+a missing row. The batches are fixed (process r takes rows r, r + n, r + 2n ...
+of n processes, cut in `batch_size` slices) whatever is already stored: a row is
+always computed in the same batch, with the same padding, so a resumed pass
+stores the same bits as an uninterrupted one. Under several processes, the main
+process writes every process's rows. ``done.json`` marks a complete pass. The folder is
 keyed by a hash of the tokenized pairs and of the reference model (see
 `reference_fingerprint`), so a changed model or data gets a fresh cache.
 """
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from bpo.config import Recipe
 from bpo.data.jsonl import JsonlWriter, iter_jsonl, repair_torn_tail
 from bpo.errors import BpoError
+from bpo.fsio import write_text
 from bpo.train.data import REFERENCE_COLUMNS, digest
 
 if TYPE_CHECKING:
@@ -122,11 +126,20 @@ def compute_reference_logps(
             repair_torn_tail(store)
         accelerator.wait_for_everyone()
         present = _read_store(store)
-        remaining = [row for row in range(len(dataset)) if row not in present]
         rank, world = accelerator.process_index, accelerator.num_processes
-        share = remaining[rank::world]
-        # Every process runs the same number of gathers, even with an empty share.
-        batches = math.ceil(math.ceil(len(remaining) / world) / batch_size)
+        shares = [range(len(dataset))[r::world] for r in range(world)]
+
+        def batch_rows(r: int, index: int) -> list[int]:
+            return list(shares[r][index * batch_size : (index + 1) * batch_size])
+
+        # Every process runs the same batches (the same number of gathers), even where its
+        # own share of a batch is empty or already stored.
+        pending = [
+            index
+            for index in range(math.ceil(len(shares[0]) / batch_size))
+            if any(row not in present for r in range(world) for row in batch_rows(r, index))
+        ]
+        to_compute = sum(1 for row in range(len(dataset)) if row not in present)
         model: Any = trainer.ref_model if trainer.ref_model is not None else trainer.model
         if trainer.ref_model is None and trainer.is_deepspeed_enabled:
             # Before `train`, DeepSpeed has not placed (ZeRO-1/2) or gathered (ZeRO-3) the
@@ -142,15 +155,15 @@ def compute_reference_logps(
         model.eval()
         try:
             progress = tqdm(
-                total=len(remaining),
+                total=to_compute,
                 desc="Reference log-probs",
-                disable=not accelerator.is_main_process or not remaining,
+                disable=not accelerator.is_main_process or not pending,
             )
-            for index in range(batches):
-                rows = share[index * batch_size : (index + 1) * batch_size]
+            for index in pending:
+                rows = batch_rows(rank, index)
                 # A process out of rows still runs a forward pass (its result unused): under
                 # ZeRO-3 every forward gathers weights from all processes.
-                batch = trainer.data_collator([dataset[row] for row in rows or remaining[:1]])
+                batch = trainer.data_collator([dataset[row] for row in rows or [0]])
                 batch = trainer._prepare_inputs(batch)
                 with torch.no_grad():
                     chosen, rejected = trainer.reference_logps(batch, model)
@@ -161,21 +174,23 @@ def compute_reference_logps(
                 gathered = gather_object(results)
                 if writer is not None:
                     for row, chosen_logp, rejected_logp in gathered:
-                        writer.write(
-                            {
-                                "id": str(row),
-                                REFERENCE_COLUMNS[0]: chosen_logp,
-                                REFERENCE_COLUMNS[1]: rejected_logp,
-                            }
+                        # A row stored before the kill is skipped (its id is present).
+                        progress.update(
+                            writer.write(
+                                {
+                                    "id": str(row),
+                                    REFERENCE_COLUMNS[0]: chosen_logp,
+                                    REFERENCE_COLUMNS[1]: rejected_logp,
+                                }
+                            )
                         )
-                    progress.update(len(gathered))
             progress.close()
         finally:
             model.train(was_training)
             if writer is not None:
                 writer.close()
         if accelerator.is_main_process:
-            done.write_text(json.dumps({"rows": len(dataset)}) + "\n")
+            write_text(done, json.dumps({"rows": len(dataset)}) + "\n")
         accelerator.wait_for_everyone()
     values = _read_store(store)
     missing = len(dataset) - sum(1 for row in range(len(dataset)) if row in values)

@@ -12,10 +12,17 @@ A run folder (``train.output_dir``) holds::
     metrics.jsonl        one line per logging step (see `MetricsLogger`)
     train_result.json    steps, runtime, data counts, reference cache, weight digests
     cache/               tokenized pairs and reference log-probs (unless data.cache_dir)
+
+Killed at any point (``kill -9`` included), a run continues with ``--resume`` to
+the weights an uninterrupted run ends with: it resumes the newest checkpoint
+saved to the end (`last_checkpoint`; transformers writes checkpoints in place),
+the final weights and every JSON file are renamed into place once whole
+(`bpo.fsio`), and the caches mark their completion last (``tests/crash``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -30,6 +37,7 @@ import torch
 
 from bpo.config import Recipe, load_recipe, recipe_to_dict, save_recipe
 from bpo.errors import ConfigError, ErrorPolicy
+from bpo.fsio import atomic_dir, write_text
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
@@ -152,12 +160,65 @@ def dpo_config(recipe: Recipe) -> Any:
         raise ConfigError(f"train: {error}") from None
 
 
-def last_checkpoint(run_dir: str | os.PathLike[str]) -> str | None:
-    """The newest ``checkpoint-<step>`` folder of a run, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+def _checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """The ``checkpoint-<step>`` folders of a run, oldest first, with their steps."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     folder = Path(run_dir) / CHECKPOINTS
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    found = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            prefix, _, step = path.name.partition("-")
+            if prefix == PREFIX_CHECKPOINT_DIR and step.isdigit() and path.is_dir():
+                found.append((int(step), path))
+    return sorted(found)
+
+
+def is_complete_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether a checkpoint folder was saved to the end.
+
+    `transformers.Trainer._save_checkpoint` writes into ``checkpoint-<step>/`` in
+    place (weights, optimizer, scheduler, RNG states) and ``trainer_state.json``
+    last; a process killed while saving leaves the folder without it, or with it
+    torn. So a checkpoint is complete when that file parses and names its step.
+    """
+    from transformers.trainer import TRAINER_STATE_NAME
+
+    path = Path(path)
+    try:
+        state = json.loads((path / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    step = path.name.rpartition("-")[2]
+    return isinstance(state, dict) and str(state.get("global_step")) == step
+
+
+def last_checkpoint(run_dir: str | os.PathLike[str]) -> str | None:
+    """The newest complete ``checkpoint-<step>`` folder of a run, or None.
+
+    Unlike `transformers.trainer_utils.get_last_checkpoint`, which takes the
+    highest step, a checkpoint half-written by a killed process is passed over
+    (see `is_complete_checkpoint`) and the one before it resumed instead.
+    """
+    for _, path in reversed(_checkpoints(run_dir)):
+        if is_complete_checkpoint(path):
+            return str(path)
+    return None
+
+
+def discard_incomplete_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Delete the checkpoints newer than the newest complete one; return them.
+
+    Resuming trains again through their steps and saves them anew; deleting them
+    first keeps a half-written folder from mixing its stale files into the new
+    one, or from counting in the trainer's ``save_total_limit`` rotation.
+    """
+    resumed = last_checkpoint(run_dir)
+    newest = -1 if resumed is None else int(Path(resumed).name.rpartition("-")[2])
+    discarded = [path for step, path in _checkpoints(run_dir) if step > newest]
+    for path in discarded:
+        shutil.rmtree(path)
+    return discarded
 
 
 def _prepare_run_dir(recipe: Recipe, *, resume: bool, overwrite: bool) -> Path:
@@ -293,6 +354,10 @@ def train(
         }
 
     checkpoint = last_checkpoint(run_dir) if resume else None
+    if resume and args.process_index == 0:
+        for path in discard_incomplete_checkpoints(run_dir):
+            _say(f"bpo train: {path.name} was not saved to the end (a killed run?); deleted it")
+    trainer.accelerator.wait_for_everyone()
     if resume and checkpoint is None:
         _say(f"bpo train: no checkpoint in {run_dir / CHECKPOINTS}; starting from scratch")
     elif checkpoint is not None:
@@ -300,7 +365,7 @@ def train(
     output = trainer.train(resume_from_checkpoint=checkpoint)
 
     final = run_dir / ("adapter" if lora is not None else "model")
-    trainer.save_model(str(final))
+    save_final(trainer, final)
     digests = gather_object([trainer.weights_digest()])
     result = TrainResult(
         run_dir=run_dir,
@@ -315,6 +380,22 @@ def train(
     if len(set(digests)) > 1 and not trainer.is_deepspeed_enabled:
         _say("bpo train: warning: the processes finished with different weights")
     if args.process_index == 0:
-        path = run_dir / RESULT_NAME
-        path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_text(run_dir / RESULT_NAME, json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def save_final(trainer: Any, final: Path) -> None:
+    """`trainer.save_model` into a staging folder that replaces `final` once complete.
+
+    Every process calls it (DeepSpeed ZeRO-3 gathers the weights from all of them);
+    the main process owns the staging folder (`bpo.fsio.atomic_dir`) and tells the
+    others its name, so a run killed while saving leaves `final` as it was.
+    """
+    from accelerate.utils import broadcast_object_list
+
+    main = trainer.accelerator.is_main_process
+    with atomic_dir(final) if main else contextlib.nullcontext(None) as staging:
+        name = broadcast_object_list([str(staging) if main else None])[0]
+        trainer.save_model(name)
+        trainer.accelerator.wait_for_everyone()  # every shard written before the rename
+    trainer.accelerator.wait_for_everyone()

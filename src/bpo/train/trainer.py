@@ -12,22 +12,35 @@ the LoRA reference with the adapter disabled, checkpoints: all TRL's):
 - with `bpo.train.shared_prompt`'s packed batches, the model is called through
   `SharedPromptForward` (each prompt once for both responses), which hands TRL
   its usual per-token outputs;
-- `weights_digest` hashes the trainable weights, to check that processes agree.
+- `weights_digest` hashes the trainable weights, to check that processes agree;
+- TRL's count of the tokens trained on (``num_tokens`` in the logs) is saved with
+  each checkpoint and restored on resume (TRL restarts it from 0 in each `train`
+  call, so a resumed run logged smaller counts than an uninterrupted one);
+- a run resumed from a checkpoint saved at ``max_steps`` (killed after its last
+  checkpoint) trains no further (see `get_batch_samples`).
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import DPOTrainer
 
+from bpo.fsio import write_text
 from bpo.train.data import REFERENCE_COLUMNS, SEQUENCE_COLUMNS, TOKEN_TYPE_KEYS
 from bpo.train.reference import compute_reference_logps
 from bpo.train.shared_prompt import SharedPromptForward
+
+# Saved in each checkpoint folder, before transformers' trainer_state.json (which marks a
+# complete checkpoint, see bpo.train.runner.is_complete_checkpoint).
+TOKEN_COUNT_NAME = "bpo_token_count.json"
 
 
 class BpoDPOTrainer(DPOTrainer):
@@ -123,6 +136,32 @@ class BpoDPOTrainer(DPOTrainer):
                 *(f"prompt_{key}" for key in TOKEN_TYPE_KEYS),
                 *REFERENCE_COLUMNS,
             ]
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial))
+            folder = folder / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            write_text(
+                folder / TOKEN_COUNT_NAME, json.dumps({"num_tokens": self._total_train_tokens})
+            )
+        super()._save_checkpoint(model, trial)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        saved = Path(checkpoint) / TOKEN_COUNT_NAME if checkpoint is not None else None
+        if saved is not None and saved.exists():
+            self._total_train_tokens = json.loads(saved.read_text(encoding="utf-8"))["num_tokens"]
+
+    def get_batch_samples(
+        self, epoch_iterator: Any, num_batches: int, device: Any
+    ) -> tuple[list[Any], Any]:
+        # transformers 5 checks max_steps after each optimizer step, never before the first:
+        # resumed from a checkpoint at max_steps in the middle of an epoch, it trained one
+        # step more (checkpoint-5 of a 4-step run). No batch then: the loop ends at once.
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return [], None
+        return super().get_batch_samples(epoch_iterator, num_batches, device)
 
     def weights_digest(self) -> str:
         """SHA-256 of the trainable weights (names and float32 values), on this process."""
