@@ -260,12 +260,6 @@ def test_read_records_errors_name_file_and_line(tmp_path: Path) -> None:
     assert caught.value.record_id == "n2" and f"{path}:2" in str(caught.value)
 
 
-# jsonl.py is another stage's file: these fail until its `_parse_line` also catches the
-# ValueError that json.loads raises past 4,300 digits and its RecursionError.
-PARSE_LINE_FIX = "bpo.data.jsonl._parse_line lets json.loads' ValueError/RecursionError out"
-
-
-@pytest.mark.xfail(strict=True, raises=(ValueError, RecursionError), reason=PARSE_LINE_FIX)
 @pytest.mark.parametrize("line", ["1" * 5000, "[" * 100_000], ids=["huge-int", "deep"])
 def test_iter_jsonl_refuses_lines_json_loads_cannot_take(tmp_path: Path, line: str) -> None:
     path = tmp_path / "x.jsonl"

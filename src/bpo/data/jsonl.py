@@ -68,6 +68,15 @@ def _parse_line(raw: bytes, path: str | os.PathLike[str], line_number: int) -> A
             line=line_number,
             kind="bad-json",
         ) from None
+    except (ValueError, RecursionError) as error:
+        # json.loads refuses integers past Python's digit limit (ValueError) and
+        # nesting past the interpreter's depth (RecursionError).
+        raise RecordError(
+            f"JSON that Python cannot read ({type(error).__name__}: {str(error)[:100]})",
+            path=path,
+            line=line_number,
+            kind="bad-json",
+        ) from None
 
 
 class IdIndex:
