@@ -328,3 +328,27 @@ def test_train_and_export_take_the_flags(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         main(["export", "--help"])
     assert "--allow-pickle" in capsys.readouterr().out
+
+
+def test_bpo_run_applies_the_recipes_model_flags_to_bootstrap(
+    pickle_model: Path, tmp_path: Path
+) -> None:
+    from bpo.config import load_recipe
+    from bpo.pipeline import run_pipeline
+
+    from .bootstrap.conftest import write_dataset
+
+    samples = write_dataset(tmp_path / "data", 2)
+    recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
+    overrides = [
+        f"model.name={pickle_model}",
+        f"samples.path={samples}",
+        f"samples.image_root={samples.parent / 'images'}",
+        "bootstrap.strategies=[image-weakening]",
+        "bootstrap.max_new_tokens=4",
+    ]
+    with pytest.raises(UnsafeCheckpointError, match=r"pytorch_model\.bin"):
+        run_pipeline(load_recipe(recipe_path, overrides), tmp_path / "refused", progress=False)
+    allowed = load_recipe(recipe_path, [*overrides, "model.allow_pickle=true"])
+    run = run_pipeline(allowed, tmp_path / "allowed", stages=("bootstrap",), progress=False)
+    assert run.path("negatives", "image-weakening.jsonl").read_text().count("\n") == 2

@@ -153,6 +153,10 @@ def _bootstrap(run: Run, progress: bool) -> None:
                 base_url=config.base_url,
                 device=config.device,
                 batch_size=config.batch_size * config.num_negatives,
+                # The recipe's model settings: what the user allowed for its checkpoints.
+                dtype=recipe.model.dtype,
+                trust_remote_code=recipe.model.trust_remote_code,
+                allow_pickle=recipe.model.allow_pickle,
             )
             backend = get_backend(config.backend, model=model, **options)
         strategy = make_strategy(
@@ -256,7 +260,7 @@ def _export(run: Run, progress: bool) -> None:
 
 
 def _eval(run: Run, progress: bool) -> None:
-    from bpo.backends import get_backend
+    from bpo.backends import backend_options, get_backend
     from bpo.eval.runner import EvalOptions, evaluate
 
     recipe = run.recipe
@@ -274,9 +278,15 @@ def _eval(run: Run, progress: bool) -> None:
         if run.done(stage, settings):
             _say(f"{stage}: done already")
             continue
-        backend = get_backend(
-            "hf", model=model, device=recipe.bootstrap.device, batch_size=config.batch_size
+        options = backend_options(
+            "hf",
+            device=recipe.bootstrap.device,
+            batch_size=config.batch_size,
+            dtype=recipe.model.dtype,
+            trust_remote_code=recipe.model.trust_remote_code,
+            allow_pickle=recipe.model.allow_pickle,
         )
+        backend = get_backend("hf", model=model, **options)
         try:
             for bench, data in benches.items():
                 out = run.path("eval", f"{label}-{bench}")
