@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from bpo.data.images import load_image
 from bpo.data.records import Sample, chat_messages
 from bpo.errors import ConfigError
+from bpo.fsio import write_text
 from bpo.tiny_model import build_tiny_model
 from bpo.toy.world import ToyWorld
 
@@ -540,7 +541,7 @@ def build_base_model(
         "parameters": sum(parameter.numel() for parameter in model.parameters()),
         "stages": report,
     }
-    (target / BUILD_FILE).write_text(json.dumps(build, indent=2) + "\n", encoding="utf-8")
+    write_text(target / BUILD_FILE, json.dumps(build, indent=2) + "\n")  # last: the build is done
     return target
 
 

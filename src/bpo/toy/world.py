@@ -41,6 +41,7 @@ from typing import Any
 from bpo.data.jsonl import JsonlWriter, iter_jsonl
 from bpo.data.records import Sample
 from bpo.errors import ConfigError
+from bpo.fsio import write_text
 from bpo.toy.scenes import (
     Scene,
     WorldSpec,
@@ -243,9 +244,7 @@ def write_world(
     files["images"] = image_digest.hexdigest()
 
     payload = {"parameters": parameters, "statistics": statistics, "files": files}
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, marker)
+    write_text(marker, json.dumps(payload, indent=2) + "\n")  # last: the world is complete
     return root
 
 
