@@ -155,7 +155,9 @@ def test_kill_9_at_random_moments_of_the_write(run_dir, uninterrupted, tmp_path)
 
 
 def test_export_is_reproducible_and_stale_staging_is_removed(run_dir, uninterrupted, tmp_path):
-    stale = tmp_path / f".merged.{socket.gethostname()}.999999999.tmp"  # a staging folder whose process is gone
+    stale = (
+        tmp_path / f".merged.{socket.gethostname()}.999999999.tmp"
+    )  # a staging folder whose process is gone
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"half")
     live = tmp_path / f".merged.{os.getpid()}.tmp.keep"
