@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bpo.commands.options import add_model_safety
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model directory (or hub name)")
@@ -67,14 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--served-model-name", metavar="NAME", help="the model name clients send (default: --model)"
     )
-    parser.add_argument(
-        "--trust-remote-code", action="store_true", help="run code shipped with the checkpoint"
-    )
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="load pickle-based weights when the checkpoint has no safetensors",
-    )
+    add_model_safety(parser)
 
 
 def run(args: argparse.Namespace) -> int:
