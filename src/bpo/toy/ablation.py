@@ -99,7 +99,7 @@ def _validation_measures(run: Run, label: str, model: str, world: Any) -> None:
     """Caption the validation scenes with `model` and score them (the choices are made here)."""
     from bpo.eval.runner import EvalOptions, evaluate
     from bpo.fsio import write_text
-    from bpo.toy.metrics import caption_metrics
+    from bpo.toy.demo import score_captions
 
     out = run.path("eval", f"{label}-validation")
     if (out / "toy.json").exists():
@@ -117,9 +117,7 @@ def _validation_measures(run: Run, label: str, model: str, world: Any) -> None:
             progress=False,
         )
     )
-    rows = (json.loads(line) for line in (out / "predictions.jsonl").open(encoding="utf-8"))
-    answers = {row["id"]: row["answer"] for row in rows}
-    metrics = caption_metrics(world.samples("validation", task="caption"), answers, spec=world.spec)
+    metrics = score_captions(world, "validation", out / "predictions.jsonl")
     write_text(out / "toy.json", json.dumps(metrics, indent=2) + "\n")
 
 

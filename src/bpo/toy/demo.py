@@ -89,17 +89,22 @@ def base_model(
     )
 
 
+def score_captions(world: Any, split: str, predictions: Path) -> dict[str, Any]:
+    """The toy world's measures (`bpo.toy.metrics`) of the captions in a predictions file."""
+    from bpo.toy.metrics import caption_metrics
+
+    answers = {row["id"]: row["answer"] for _, row in iter_jsonl(predictions)}
+    return caption_metrics(world.samples(split, task="caption"), answers, spec=world.spec)
+
+
 def toy_measures(run: Run, label: str) -> None:
     """Score the captions `label` wrote on the test scenes with the toy world's measures."""
     from bpo.fsio import write_text
-    from bpo.toy.metrics import caption_metrics
     from bpo.toy.world import ToyWorld
 
     chair = run.path("eval", f"{label}-chair")
     world = ToyWorld.load(run.recipe.eval.image_root or "")  # the demo sets it to the world
-    answers = {row["id"]: row["answer"] for _, row in iter_jsonl(chair / "predictions.jsonl")}
-    samples = list(world.samples("test", task="caption"))
-    metrics = caption_metrics(samples, answers, spec=world.spec)
+    metrics = score_captions(world, "test", chair / "predictions.jsonl")
     counts = metrics.pop("counts")
     results = {
         "bench": "toy",
