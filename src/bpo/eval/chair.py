@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpo.data.records import check_json_value, validate_prompt
 from bpo.errors import ConfigError, ErrorPolicy, RecordError
-from bpo.eval.items import EvalItem, read_json_records, user_prompt
+from bpo.eval.items import EvalItem, located, read_json_records, user_prompt
 from bpo.lexicon import ObjectLexicon
 
 if TYPE_CHECKING:
@@ -315,12 +315,7 @@ def load_items(
             if item.id in seen:
                 raise RecordError("duplicate id", record_id=item.id, kind="duplicate-id")
         except RecordError as error:
-            reason = error.reason if line is not None else f"item [{position}]: {error.reason}"
-            policy.handle(
-                RecordError(
-                    reason, record_id=error.record_id, path=path, line=line, kind=error.kind
-                )
-            )
+            policy.handle(located(error, path, position, line))
             continue
         seen.add(item.id)
         items.append(item)

@@ -86,6 +86,22 @@ def read_json_records(
         yield index, line, value
 
 
+def located(
+    error: RecordError,
+    path: str | os.PathLike[str],
+    position: int,
+    line: int | None,
+    *,
+    record_id: str | None = None,
+) -> RecordError:
+    """`error` placed where `read_json_records` found its record: a JSONL line, or an
+    array item (``item [N]`` in the reason, as arrays have no line numbers here)."""
+    reason = error.reason if line is not None else f"item [{position}]: {error.reason}"
+    return RecordError(
+        reason, record_id=record_id or error.record_id, path=path, line=line, kind=error.kind
+    )
+
+
 def answer_of(row: Mapping[str, Any]) -> str | None:
     """The answer in a prediction line: the first of `ANSWER_FIELDS` that holds a string."""
     for name in ANSWER_FIELDS:
@@ -171,9 +187,7 @@ def match_predictions(
                     kind="ambiguous-prediction",
                 )
         except RecordError as error:
-            where = f"item [{position}]" if line is None else None
-            reason = f"{where}: {error.reason}" if where else error.reason
-            policy.handle(RecordError(reason, path=path, line=line, kind=error.kind))
+            policy.handle(located(error, path, position, line))
             continue
         if unique is None:
             counts["unmatched"] += 1

@@ -41,7 +41,7 @@ from urllib.parse import urlparse
 
 from bpo.data.records import check_json_value
 from bpo.errors import ConfigError, ErrorPolicy, RecordError
-from bpo.eval.items import EvalItem, read_json_records, user_prompt
+from bpo.eval.items import EvalItem, located, read_json_records, user_prompt
 
 if TYPE_CHECKING:
     from bpo.backends import Backend
@@ -317,10 +317,7 @@ def load_items(
             except ValueError as error:  # urlparse: "Invalid IPv6 URL" and the like
                 raise RecordError(f"'image_src' is not a URL ({error})") from None
         except RecordError as error:
-            reason = error.reason if line is not None else f"item [{position}]: {error.reason}"
-            policy.handle(
-                RecordError(reason, record_id=record_id, path=path, line=line, kind=error.kind)
-            )
+            policy.handle(located(error, path, position, line, record_id=record_id))
             continue
         fields = {
             "question_type": record["question_type"],

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpo.data.records import check_json_value
 from bpo.errors import ConfigError, ErrorPolicy, RecordError
-from bpo.eval.items import EvalItem, read_json_records, user_prompt
+from bpo.eval.items import EvalItem, located, read_json_records, user_prompt
 
 if TYPE_CHECKING:
     from bpo.data.records import Sample
@@ -296,12 +296,7 @@ def load_items(
                 if item.id in seen:
                     raise RecordError("duplicate question_id", kind="duplicate-id")
             except RecordError as error:
-                where = error.reason if line is not None else f"item [{position}]: {error.reason}"
-                policy.handle(
-                    RecordError(
-                        where, record_id=error.record_id, path=path, line=line, kind=error.kind
-                    )
-                )
+                policy.handle(located(error, path, position, line))
                 continue
             seen.add(item.id)
             item.prompt = user_prompt(prompt, item.fields["question"])
