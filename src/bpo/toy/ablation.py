@@ -74,6 +74,22 @@ def _copy_missing(source: Path, target: Path, names: Sequence[str]) -> None:
                 shutil.copyfileobj(reader, writer)
 
 
+def _share_base_eval(source: Path, target: Path) -> None:
+    """Give run `target` the base model's evaluation done in run `source`.
+
+    The folders first (each staged, so a crash never leaves half of one), the
+    stage marker last: a run that has the marker has the results.
+    """
+    from bpo.fsio import atomic_dir
+
+    for bench in ("chair", "pope", "toy", "validation"):
+        origin, destination = source / "eval" / f"base-{bench}", target / "eval" / f"base-{bench}"
+        if origin.exists() and not destination.exists():
+            with atomic_dir(destination) as staging:
+                shutil.copytree(origin, staging, dirs_exist_ok=True)
+    _copy_missing(source / "stages", target / "stages", ["eval-base.json"])
+
+
 def _gold_pairs(samples_path: Path, out: Path) -> None:
     """Every sample's gold answer as the chosen response (the sft loss reads no rejected)."""
     from bpo.data.formats import read_samples
@@ -141,6 +157,19 @@ def _measures(run_dir: Path, label: str) -> dict[str, float]:
         "normal_dependent_recall": toy["normal_dependent_recall"],
         "pope_accuracy": pope["overall"]["accuracy"],
         "validation_grounding": grounding_score(validation),
+    }
+
+
+def _row(
+    base_seed: int, preference_seed: int, variant: str, run_dir: Path, label: str
+) -> dict[str, Any]:
+    """One line of ``ablation.json``: a model's seeds, its run folder and its measures."""
+    return {
+        "base_seed": base_seed,
+        "preference_seed": preference_seed,
+        "variant": variant,
+        "run": str(run_dir),
+        **_measures(run_dir, label),
     }
 
 
@@ -231,11 +260,7 @@ def run_ablation(
                 elif name == "sft-all":
                     _gold_pairs(samples, run_dir / "pairs.jsonl")
                 if name != "bpo-both":  # the base model's answers are the same in every run
-                    _copy_missing(both / "stages", run_dir / "stages", ["eval-base.json"])
-                    for bench in ("chair", "pope", "toy", "validation"):
-                        source = both / "eval" / f"base-{bench}"
-                        if source.exists() and not run_dir.joinpath("eval", source.name).exists():
-                            shutil.copytree(source, run_dir / "eval" / source.name)
+                    _share_base_eval(both, run_dir)
                 _say(f"base seed {base_seed}, preference seed {preference_seed}: {name}")
                 recipe = load_recipe(toy_recipe_path(), [*common, *settings])
                 run = run_pipeline(
@@ -243,18 +268,9 @@ def run_ablation(
                 )
                 _validation_measures(run, "base", str(base), world)
                 _validation_measures(run, "bpo", str(run.path("model")), world)
-                for variant, label in (("base", "base"), (name, "bpo")):
-                    if variant == "base" and name != "bpo-both":
-                        continue
-                    runs.append(
-                        {
-                            "base_seed": base_seed,
-                            "preference_seed": preference_seed,
-                            "variant": variant,
-                            "run": str(run_dir),
-                            **_measures(run_dir, label),
-                        }
-                    )
+                if name == "bpo-both":
+                    runs.append(_row(base_seed, preference_seed, "base", run_dir, "base"))
+                runs.append(_row(base_seed, preference_seed, name, run_dir, "bpo"))
     summary = summarize(runs)
     result = {"runs": runs, "summary": summary, "best_bpo": best_bpo(summary)}
     write_text(root / "ablation.json", json.dumps(result, indent=2) + "\n")
