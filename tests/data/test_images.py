@@ -180,9 +180,38 @@ def test_absolute_path_outside_root(root: Path) -> None:
     assert "absolute" in refused(str(outside), root, "unsafe-path")
 
 
-def test_absolute_path_inside_root_is_fine(root: Path) -> None:
+def test_absolute_path_inside_root_is_refused_too(root: Path) -> None:
+    # Under an image root every path is relative to it: an absolute one is a record
+    # that was not written for this root, wherever it points.
     Image.new("RGB", (4, 4)).save(root / "inside.png")
-    assert load_image(str(root / "inside.png"), root).size == (4, 4)
+    assert "absolute" in refused(str(root / "inside.png"), root, "unsafe-path")
+
+
+def test_dotdot_escape_without_a_root(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(root)
+    for path in ("../../etc/passwd", "a/../../x.png", ".."):
+        assert "'..'" in refused(path, None, "unsafe-path")
+    Image.new("RGB", (4, 4)).save(root / "here.png")
+    (root / "sub").mkdir()
+    assert load_image("sub/../here.png", None).size == (4, 4)  # stays inside
+
+
+def test_absolute_path_without_a_root_is_taken_as_given(root: Path) -> None:
+    Image.new("RGB", (4, 4)).save(root / "inside.png")
+    assert load_image(str(root / "inside.png"), None).size == (4, 4)
+
+
+def test_check_image_root_names_the_record_and_the_flag(root: Path) -> None:
+    from bpo.data.images import check_image_root
+    from bpo.errors import ConfigError
+
+    Image.new("RGB", (4, 4)).save(root / "a.png")
+    check_image_root([("t", None), ("s1", "a.png")], root)  # found: nothing to say
+    check_image_root([("s1", "../a.png")], root)  # unsafe: the record's own error, later
+    with pytest.raises(ConfigError, match=r"record 's1'.*'a.png'.*--image-root"):
+        check_image_root([("s1", "a.png")], None)
+    with pytest.raises(ConfigError, match=r"samples\.image_root"):
+        check_image_root([("s1", "b.png")], root, flag="samples.image_root")
 
 
 def test_symlink_leaving_root(root: Path) -> None:
@@ -205,7 +234,8 @@ def test_no_root_takes_paths_as_given(tmp_path: Path, monkeypatch: pytest.Monkey
     assert load_image(str(tmp_path / "free.png"), None).size == (5, 3)
     monkeypatch.chdir(tmp_path)
     assert resolve_image_path("free.png", None) == Path("free.png")
-    assert load_image(os.path.join("..", tmp_path.name, "free.png"), None).size == (5, 3)
+    # Relative paths stay inside the folder they are relative to, root or not.
+    refused(os.path.join("..", tmp_path.name, "free.png"), None, "unsafe-path")
 
 
 def test_skip_policy_counts_bad_images_by_kind(root: Path) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -57,44 +58,92 @@ def resolve_image_path(
 ) -> Path:
     """The file a record's image path points to, refusing paths that leave the root.
 
-    The path is joined to `image_root` and resolved (symlinks followed), and the
-    result must lie inside the resolved root: ``../`` escapes, absolute paths
-    elsewhere and symlinks whose target is outside are all refused. An absolute
-    path inside the root is accepted.
+    With an image root, the path must be relative; it is joined to the root and
+    resolved (symlinks followed), and the result must lie inside the resolved
+    root: absolute paths, ``../`` escapes and symlinks whose target is outside
+    are all refused. Without one, the path is taken relative to the working
+    directory (or as the absolute path it is), but a relative path that climbs
+    out of it with ``../`` is refused all the same: no record may point outside
+    the folder its paths are relative to, whichever folder that is.
 
     Args:
         path: the image path as written in the record.
-        image_root: the folder image paths are relative to. With None, `path` is
-            taken as given (relative to the working directory, or absolute) and no
-            containment check is made: use it only for paths you trust.
+        image_root: the folder image paths are relative to, or None (see above).
         record_id: the record the path belongs to, for the error message.
 
     Returns:
         The resolved path (not checked for existence; `load_image` does that).
 
     Raises:
-        ImageError: kind ``"unsafe-path"`` for a path leaving the root, kind
-            ``"bad-image-path"`` for an empty path.
+        ImageError: kind ``"unsafe-path"`` for a path leaving the root (or
+            absolute under a root), kind ``"bad-image-path"`` for an empty path.
     """
     text = os.fspath(path)
     if not text or not text.strip():
         raise ImageError("the image path is empty", record_id=record_id, kind="bad-image-path")
+
+    def unsafe(reason: str) -> ImageError:
+        return ImageError(reason, record_id=record_id, path=text, kind="unsafe-path")
+
+    climbs = os.path.normpath(text).split(os.sep)[0] == os.pardir
     if image_root is None:
+        if climbs and not Path(text).is_absolute():
+            raise unsafe("image path leaves the folder it is relative to (via '..')")
         return Path(text)
     root = Path(image_root).resolve()
-    joined = root / text  # an absolute `text` replaces the root here
-    resolved = joined.resolve()
-    if resolved.is_relative_to(root):
-        return resolved
     if Path(text).is_absolute():
-        reason = f"absolute image path outside the image root {str(root)!r}"
-    elif not Path(os.path.normpath(joined)).is_relative_to(root):
-        reason = f"image path leaves the image root {str(root)!r} (via '..')"
-    else:
-        reason = (
+        raise unsafe(
+            f"absolute image path, where paths are relative to the image root {str(root)!r}"
+        )
+    if climbs:
+        raise unsafe(f"image path leaves the image root {str(root)!r} (via '..')")
+    resolved = (root / text).resolve()
+    if not resolved.is_relative_to(root):
+        raise unsafe(
             f"image path is a symlink to {str(resolved)!r}, outside the image root {str(root)!r}"
         )
-    raise ImageError(reason, record_id=record_id, path=text, kind="unsafe-path")
+    return resolved
+
+
+def check_image_root(
+    records: Iterable[tuple[str, str | None]],
+    image_root: str | os.PathLike[str] | None,
+    *,
+    flag: str = "--image-root",
+) -> None:
+    """Stop before any model loads when the first record's image is not where it should be.
+
+    Every image missing means the wrong image root (or none given), not a bad
+    record: one clear error now beats a model load followed by one failure per
+    record. Only the first record that names an image is looked at; other faults
+    (an unsafe path, a corrupt file) stay the record's own errors.
+
+    Args:
+        records: ``(record id, image path or None)`` pairs, in file order.
+        image_root: the folder image paths are relative to.
+        flag: the option or recipe key that sets the image root, for the message.
+
+    Raises:
+        ConfigError: when that image file does not exist.
+    """
+    for record_id, image in records:
+        if image is None:
+            continue
+        try:
+            resolved = resolve_image_path(image, image_root, record_id=record_id)
+        except ImageError:
+            return
+        if not resolved.exists():
+            where = (
+                f"under the image root {str(Path(image_root).resolve())!r}"
+                if image_root is not None
+                else f"in the current folder ({flag} not given)"
+            )
+            raise ConfigError(
+                f"record {record_id!r}: its image {image!r} is not {where}; "
+                f"is {flag} the folder its image paths are relative to?"
+            )
+        return
 
 
 def load_image(
