@@ -2,6 +2,7 @@ import json
 import random
 from collections import Counter
 from fractions import Fraction
+from pathlib import Path
 from statistics import median
 
 import pytest
@@ -296,10 +297,12 @@ def test_resume_after_a_partial_write_gives_the_full_set_without_duplicates(tmp_
     build_pairs(samples, [negatives], fresh, mix=ratios)
     expected = read_jsonl(fresh)
 
-    # A run killed after two pairs and half of a third.
+    # A run killed after two pairs and half of a third (its settings record is written
+    # before the first pair).
     out = tmp_path / "pairs.jsonl"
     lines = fresh.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:2]) + lines[2][:20])
+    Path(f"{out}.settings.json").write_bytes(Path(f"{fresh}.settings.json").read_bytes())
     stats = build_pairs(samples, [negatives], out, mix=ratios)
     resumed = read_jsonl(out)
     assert len({p["id"] for p in resumed}) == len(resumed) == len(expected)

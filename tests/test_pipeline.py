@@ -61,7 +61,8 @@ def test_run_chains_every_stage_and_resumes(tiny_llava_path, tmp_path, capsys):
     # Other settings for the same run folder are refused, not mixed in.
     capsys.readouterr()
     assert main([*argv[:-3], "pairs.max_words=10", *argv[-3:]]) == 2
-    assert "the pairs stage already ran with other settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the run in" in err and "pairs.max_words 350 → 10" in err and "--overwrite" in err
 
 
 def test_run_needs_samples_before_loading_anything(tmp_path):

@@ -40,6 +40,14 @@ def make_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"bpo {__version__}")
+    console = argparse.ArgumentParser(add_help=False)
+    loudness = console.add_argument_group("console").add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-q", "--quiet", action="store_true", help="only errors and the final result"
+    )
+    loudness.add_argument(
+        "-v", "--verbose", action="store_true", help="also the libraries' own logs and bars"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -48,23 +56,46 @@ def make_parser() -> argparse.ArgumentParser:
             help=help_text,
             description=module.__doc__ or help_text,
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[console],
         )
         module.add_arguments(sub)
         sub.set_defaults(_run=module.run)
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse `argv`, taking ``KEY=VALUE`` overrides before or after the options.
+
+    argparse gives a positional list only the words before the first option; the
+    overrides found after one come back unrecognised and are added in order.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        overrides = all("=" in word and not word.startswith("-") for word in extra)
+        if not overrides or not hasattr(args, "overrides"):
+            parser.parse_args(argv)  # the usual "unrecognized arguments" error, exit 2
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if args.command is None:
         parser.print_help()
         return 0
+    from bpo import console
     from bpo.errors import BpoError
 
+    console.configure(
+        console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.NORMAL
+    )
+    if args.quiet and hasattr(args, "no_progress"):
+        args.no_progress = True
     try:
         return int(args._run(args) or 0)
     except BpoError as error:
+        console.close_bars()  # the error starts a line of its own
         print(f"bpo {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

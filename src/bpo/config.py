@@ -25,7 +25,7 @@ import difflib
 import os
 import reprlib
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -52,11 +52,19 @@ _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring = 3, 6, 6, 80
 
 
-def doc(help: str, *, choices: Sequence[Any] | None = None) -> dict[str, Any]:
-    """A config field's metadata: its help text and, optionally, the values it may take."""
+def doc(help: str, *, choices: Sequence[Any] | None = None, result: bool = True) -> dict[str, Any]:
+    """A config field's metadata: its help text and, optionally, the values it may take.
+
+    ``result=False`` marks a setting that cannot change what a stage produces
+    (batch sizes of passes whose results do not depend on them, logging and
+    saving frequency, devices and worker counts, where files go): a resumed run
+    may change it (`result_settings`).
+    """
     metadata: dict[str, Any] = {"help": help}
     if choices is not None:
         metadata["choices"] = tuple(choices)
+    if not result:
+        metadata["result"] = False
     return metadata
 
 
@@ -131,16 +139,17 @@ class DataConfig:
             "(and counted) rather than cut to a stub."
         ),
     )
-    on_error: str = field(default="raise", metadata=doc("On a bad pair or image: stop (raise) or count it and go on (skip).", choices=("raise", "skip")))  # fmt: skip
+    on_error: str = field(default="raise", metadata=doc("On a bad pair or image: stop (raise) or count it and go on (skip).", choices=("raise", "skip"), result=False))  # fmt: skip
     cache_dir: str | None = field(
         default=None,
         metadata=doc(
             "Where the tokenized pairs and reference log-probs are cached, keyed by a hash of what "
-            "they depend on. None: <train.output_dir>/cache."
+            "they depend on. None: <train.output_dir>/cache.",
+            result=False,
         ),
     )
     num_proc: int | None = field(
-        default=None, metadata=doc("Processes that tokenize the pairs (None: one).")
+        default=None, metadata=doc("Processes that tokenize the pairs (None: one).", result=False)
     )
 
 
@@ -182,7 +191,8 @@ class TrainConfig:
     """DPO training: TRL's DPOTrainer settings and where the run goes."""
 
     output_dir: str = field(
-        default="runs/bpo", metadata=doc("The run folder: checkpoints, adapter, metrics, config.")
+        default="runs/bpo",
+        metadata=doc("The run folder: checkpoints, adapter, metrics, config.", result=False),
     )
     loss_type: list[str] = field(
         default_factory=lambda: ["sigmoid"],
@@ -228,7 +238,10 @@ class TrainConfig:
     )
     gradient_checkpointing: bool = field(
         default=True,
-        metadata=doc("Recompute activations in the backward pass: less memory, ~1/3 more compute."),
+        metadata=doc(
+            "Recompute activations in the backward pass: less memory, ~1/3 more compute.",
+            result=False,
+        ),
     )
     bf16: bool | None = field(
         default=None,
@@ -263,7 +276,10 @@ class TrainConfig:
     )
     reference_batch_size: int | None = field(
         default=None,
-        metadata=doc("Batch size of the reference pass (default: 2x per_device_train_batch_size)."),
+        metadata=doc(
+            "Batch size of the reference pass (default: 2x per_device_train_batch_size).",
+            result=False,
+        ),
     )
     disable_dropout: bool = field(
         default=False,
@@ -274,17 +290,22 @@ class TrainConfig:
     )
     dataloader_num_workers: int = field(
         default=0,
-        metadata=doc("Processes that decode and preprocess images while the model trains."),
+        metadata=doc(
+            "Processes that decode and preprocess images while the model trains.", result=False
+        ),
     )
     logging_steps: int = field(
-        default=10, metadata=doc("Log (and append to metrics.jsonl) every N steps.")
+        default=10, metadata=doc("Log (and append to metrics.jsonl) every N steps.", result=False)
     )
-    save_steps: int = field(default=500, metadata=doc("Save a checkpoint every N steps."))
+    save_steps: int = field(
+        default=500, metadata=doc("Save a checkpoint every N steps.", result=False)
+    )
     save_total_limit: int | None = field(
-        default=2, metadata=doc("Checkpoints kept (oldest deleted); None: all.")
+        default=2, metadata=doc("Checkpoints kept (oldest deleted); None: all.", result=False)
     )
     report_to: list[str] = field(
-        default_factory=list, metadata=doc("Trackers to report to (tensorboard, wandb, ...).")
+        default_factory=list,
+        metadata=doc("Trackers to report to (tensorboard, wandb, ...).", result=False),
     )
     trl: dict[str, Any] = field(
         default_factory=dict,
@@ -309,7 +330,9 @@ class SamplesConfig:
     on_error: str = field(
         default="raise",
         metadata=doc(
-            "A bad record: stop (raise) or count it and go on (skip).", choices=("raise", "skip")
+            "A bad record: stop (raise) or count it and go on (skip).",
+            choices=("raise", "skip"),
+            result=False,
         ),
     )
 
@@ -327,12 +350,12 @@ class BootstrapConfig:
     )
     num_negatives: int = field(default=1, metadata=doc("Negatives per sample and strategy."))
     seed: int = field(default=0, metadata=doc("Seed of the noise and the sampling."))
-    batch_size: int = field(default=16, metadata=doc("Samples per generation batch."))
+    batch_size: int = field(default=16, metadata=doc("Samples per generation batch.", result=False))
     backend: str = field(
         default="hf", metadata=doc("Generation backend.", choices=("hf", "openai", "vllm"))
     )
     base_url: str | None = field(default=None, metadata=doc("openai backend: the server URL."))
-    device: str = field(default="cpu", metadata=doc("hf backend: device."))
+    device: str = field(default="cpu", metadata=doc("hf backend: device.", result=False))
     distortion: str = field(default="diffusion", metadata=doc("Image weakening (bpo distort)."))
     distortion_params: dict[str, Any] = field(
         default_factory=lambda: {"step": 500},
@@ -385,7 +408,7 @@ class EvalConfig:
     max_new_tokens: int | None = field(
         default=None, metadata=doc("Answer length (default: each benchmark's).")
     )
-    batch_size: int = field(default=16, metadata=doc("Items per generation batch."))
+    batch_size: int = field(default=16, metadata=doc("Items per generation batch.", result=False))
 
 
 @dataclass
@@ -468,9 +491,11 @@ def load_recipe(path: str | os.PathLike[str] | None, overrides: Sequence[str] = 
         check_size(loaded, source=source)
         data = loaded
     recipe = from_dict(Recipe, data, source=source)
+    origins: dict[str, str] = {}
     for override in overrides:
         apply_override(recipe, override)
-    check_recipe(recipe, source=source)
+        origins[override.partition("=")[0].strip()] = f"override {override!r}"
+    check_recipe(recipe, source=source, origins=origins)
     return recipe
 
 
@@ -660,34 +685,106 @@ def _unknown_key(source: str, prefix: str, key: str, valid: list[str]) -> str:
     return f"{source}: unknown key {dotted!r}{hint} (valid {where}: {', '.join(valid)})"
 
 
-def check_recipe(recipe: Recipe, *, source: str = "recipe") -> None:
-    """Checks that span several keys or values (types are checked on loading)."""
-    train, data, lora = recipe.train, recipe.data, recipe.lora
+def check_recipe(
+    recipe: Recipe, *, source: str = "recipe", origins: Mapping[str, str] | None = None
+) -> None:
+    """Range checks, and checks that span several keys (types are checked on loading).
+
+    Args:
+        recipe: the recipe.
+        source: where its values came from (the YAML file), for error messages.
+        origins: dotted key -> where that key was set instead (an override),
+            so an error names the override rather than the file.
+
+    Raises:
+        ConfigError: naming the key, its value and where it was set.
+    """
+    origins = origins or {}
+
+    def refuse(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{origins.get(key, source)}: {key} {message}")
+
+    train, data, lora, boot = recipe.train, recipe.data, recipe.lora, recipe.bootstrap
     if train.loss_weights is not None and len(train.loss_weights) != len(train.loss_type):
-        raise ConfigError(
-            f"{source}: train.loss_weights has {len(train.loss_weights)} weights for "
-            f"{len(train.loss_type)} loss types"
+        raise refuse(
+            "train.loss_weights",
+            f"has {len(train.loss_weights)} weights for {len(train.loss_type)} loss types",
         )
-    positive = {
+    positive: dict[str, float | None] = {
+        "train.learning_rate": train.learning_rate,
+        "train.beta": train.beta,
+        "train.num_train_epochs": train.num_train_epochs,
+        "train.max_grad_norm": train.max_grad_norm,
         "train.per_device_train_batch_size": train.per_device_train_batch_size,
         "train.gradient_accumulation_steps": train.gradient_accumulation_steps,
         "train.logging_steps": train.logging_steps,
         "train.save_steps": train.save_steps,
+        "train.reference_batch_size": train.reference_batch_size,
+        "train.save_total_limit": train.save_total_limit,
         "lora.r": lora.r,
         "lora.alpha": lora.alpha,
+        "data.max_length": data.max_length,
         "data.min_response_tokens": data.min_response_tokens,
+        "data.num_proc": data.num_proc,
+        "bootstrap.num_negatives": boot.num_negatives,
+        "bootstrap.batch_size": boot.batch_size,
+        "bootstrap.max_new_tokens": boot.max_new_tokens,
+        "pairs.max_words": recipe.pairs.max_words,
+        "eval.batch_size": recipe.eval.batch_size,
+        "eval.max_new_tokens": recipe.eval.max_new_tokens,
     }
-    if data.max_length is not None:
-        positive["data.max_length"] = data.max_length
-    if train.reference_batch_size is not None:
-        positive["train.reference_batch_size"] = train.reference_batch_size
     for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{source}: {key} must be positive, got {value}")
-    if not 0 <= lora.dropout < 1:
-        raise ConfigError(f"{source}: lora.dropout must be in [0, 1), got {lora.dropout}")
+        if value is not None and value <= 0:
+            raise refuse(key, f"must be positive, got {value}")
+    in_range: dict[str, tuple[float, float, float, bool]] = {
+        # key: (value, low, high, high included)
+        "lora.dropout": (lora.dropout, 0, 1, False),
+        "train.warmup_ratio": (train.warmup_ratio, 0, 1, True),
+        "train.weight_decay": (train.weight_decay, 0, float("inf"), True),
+        "train.rpo_alpha": (train.rpo_alpha, 0, float("inf"), True),
+        "bootstrap.temperature": (boot.temperature, 0, float("inf"), True),
+        "bootstrap.top_p": (boot.top_p, 0, 1, True),
+        "pairs.max_similarity": (recipe.pairs.max_similarity, 0, 1, True),
+    }
+    for key, (value, low, high, closed) in in_range.items():
+        if not (low <= value and (value <= high if closed else value < high)):
+            bound = "]" if closed else ")"
+            raise refuse(key, f"must be in [{low:g}, {high:g}{bound}, got {value}")
+    if boot.top_p == 0:
+        raise refuse("bootstrap.top_p", "must be above 0, got 0.0")
+    if train.max_steps == 0 or train.max_steps < -1:
+        raise refuse(
+            "train.max_steps",
+            f"must be -1 (use num_train_epochs) or positive, got {train.max_steps}",
+        )
+    for name, ratio in recipe.pairs.mix.items():
+        if ratio < 0:
+            raise refuse("pairs.mix", f"ratio of {name!r} must be >= 0, got {ratio}")
     if train.bf16 and train.fp16:
-        raise ConfigError(f"{source}: train.bf16 and train.fp16 cannot both be true")
+        raise refuse("train.fp16", "and train.bf16 cannot both be true")
+
+
+def result_settings(recipe: Recipe, sections: Sequence[str] | None = None) -> dict[str, Any]:
+    """The recipe's settings that shape a stage's result, flat (``"train.beta": 0.1``).
+
+    Fields marked ``result=False`` (see `doc`) are left out, so a resumed run may
+    change them. Free-form mappings (``train.trl``, ``model.processor_kwargs``)
+    are one value each: a key added inside one is a change of that setting.
+
+    Args:
+        recipe: the recipe.
+        sections: the sections to include (default: all).
+    """
+    settings: dict[str, Any] = {}
+    for section in fields(recipe):
+        if sections is not None and section.name not in sections:
+            continue
+        config = getattr(recipe, section.name)
+        for spec in fields(config):
+            if spec.metadata.get("result", True):
+                value = getattr(config, spec.name)
+                settings[f"{section.name}.{spec.name}"] = value
+    return settings
 
 
 # --- saving and describing -----------------------------------------------------------------

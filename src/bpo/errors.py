@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -114,13 +113,16 @@ class ErrorPolicy:
 
     def summary(self) -> str:
         if not self.total:
-            return "skipped 0 records"
-        parts = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.counts.items()))
+            return "skipped no records"
+        parts = ", ".join(f"{kind} {n}" for kind, n in sorted(self.counts.items()))
         return f"skipped {self.total} records ({parts})"
 
     def report(self, path: str | os.PathLike[str] | None = None) -> None:
-        """Print the summary to stderr and, if `path` is given, save it as JSON."""
-        print(self.summary(), file=sys.stderr)
+        """Say what was skipped (when anything was) and, if `path` is given, save it as JSON."""
+        if self.total:
+            from bpo.console import say
+
+            say(self.summary())
         if path is not None:
             payload = {"total": self.total, "counts": dict(self.counts), "skipped": self.skipped}
             write_text(path, json.dumps(payload, indent=2) + "\n")

@@ -1,5 +1,6 @@
 """`bpo run`: every stage of a recipe, in order, into one run folder.
 
+    RUN/settings.json                   what shapes the run's results (`bpo.provenance`)
     RUN/config.yaml                     the resolved recipe
     RUN/negatives/<strategy>.jsonl      bpo bootstrap, one file per strategy
     RUN/pairs.jsonl (+ .stats.json)     bpo pairs
@@ -9,30 +10,49 @@
     RUN/report.html                     bpo report
     RUN/stages/<stage>.json             written when a stage finishes
 
-The stages call the same functions as the commands. A finished stage (its
-marker present, with the same settings) is skipped on a re-run; an unfinished
-one resumes where it stopped, as each stage does on its own. A marker is
-written (whole, renamed into place) only after its stage's outputs are
-complete, so a run killed at any point (``kill -9`` included) and started again
-ends with the outputs of an uninterrupted run (``tests/crash``). Changing a
-stage's settings for an existing run folder is refused rather than mixing results.
+The stages call the same functions as the commands. Before any of them runs,
+the recipe is compared with the run's settings record: a folder holding a run
+made with other settings is refused, naming them (``--overwrite`` replaces it),
+and so is one holding anything but a run. A finished stage (its marker
+present) is skipped on a re-run; an unfinished one resumes where it stopped,
+as each stage does on its own. A marker is written (whole, renamed into place)
+only after its stage's outputs are complete, so a run killed at any point
+(``kill -9`` included) and started again ends with the outputs of an
+uninterrupted run (``tests/crash``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bpo.config import Recipe, save_recipe
+from bpo.config import Recipe, result_settings, save_recipe
+from bpo.console import say
 from bpo.errors import ConfigError, ErrorPolicy
 from bpo.fsio import write_text
+from bpo.provenance import Provenance, folder_record
 
 STAGES = ("bootstrap", "pairs", "train", "export", "eval", "report")
+
+
+# What a run writes in its folder (besides its settings record); anything else there
+# that the caller did not put there itself (`keep`) means the folder is not a run.
+RUN_ENTRIES = (
+    "config.yaml",
+    "stages",
+    "negatives",
+    "pairs.jsonl",
+    "pairs.stats.json",
+    "pairs.jsonl.settings.json",
+    "pairs.jsonl.skipped.json",
+    "train",
+    "model",
+    "eval",
+    "report.html",
+)
 
 
 class Run:
@@ -48,7 +68,6 @@ class Run:
         self.recipe = recipe
         self.after_eval = after_eval
         self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
@@ -56,33 +75,55 @@ class Run:
     def marker(self, stage: str) -> Path:
         return self.path("stages", f"{stage}.json")
 
-    def done(self, stage: str, settings: dict[str, Any]) -> bool:
-        """Whether `stage` finished with these settings; refuses other settings."""
-        marker = self.marker(stage)
-        if not marker.exists():
-            return False
-        recorded = json.loads(marker.read_text(encoding="utf-8"))
-        if recorded.get("settings_hash") != _hash(settings):
-            raise ConfigError(
-                f"{self.dir}: the {stage} stage already ran with other settings "
-                f"(see {marker}); use a new run folder"
-            )
-        return True
+    def done(self, stage: str) -> bool:
+        """Whether `stage` finished (the run's settings are checked once, up front)."""
+        return self.marker(stage).exists()
 
-    def finish(self, stage: str, settings: dict[str, Any], outputs: dict[str, Any]) -> None:
-        payload = {"stage": stage, "settings_hash": _hash(settings), "outputs": outputs}
+    def finish(self, stage: str, outputs: dict[str, Any]) -> None:
+        payload = {"stage": stage, "outputs": outputs}
         write_text(self.marker(stage), json.dumps(payload, indent=2, default=str) + "\n")
 
+    def provenance(self, *, overwrite: bool = False) -> Provenance:
+        """The run's settings record: the whole recipe, less what cannot change a result."""
+        settings = result_settings(self.recipe)
+        for key in ("data.pairs", "data.image_root"):  # the run sets them to its own
+            settings.pop(key, None)
+        return Provenance(
+            stage="run",
+            record=folder_record(self.dir),
+            settings=settings,
+            outputs=[self.path(name) for name in RUN_ENTRIES],
+            subject=f"the run in {self.dir}",
+            overwrite=overwrite,
+        )
 
-def _hash(settings: dict[str, Any]) -> str:
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    def check(self, *, keep: Sequence[str] = (), overwrite: bool = False) -> Provenance:
+        """Refuse a folder that cannot hold this run, reading only; return its record.
+
+        Refused: a folder holding something that is not a run of bpo (a `bpo
+        train` run, other files), or a run made with other settings (unless
+        `overwrite`, which then replaces it, at `Provenance.commit`). `keep`
+        names what the caller put in the folder itself (the demo's world and
+        base model).
+        """
+        provenance = self.provenance(overwrite=overwrite)
+        if provenance.recorded() is None and self.dir.is_dir():
+            foreign = sorted(
+                entry.name
+                for entry in self.dir.iterdir()
+                if entry.name not in (*RUN_ENTRIES, *keep) and not entry.name.startswith(".")
+            )
+            if foreign:
+                raise ConfigError(
+                    f"{self.dir} holds files that are not a bpo run ({', '.join(foreign[:5])}); "
+                    "give another --out"
+                )
+        provenance.check()  # another command's folder, or other settings: refused
+        return provenance
 
 
 def _say(message: str) -> None:
-    import sys
-
-    print(f"[bpo run] {message}", file=sys.stderr, flush=True)
+    say(f"[bpo run] {message}")
 
 
 def run_pipeline(
@@ -92,6 +133,9 @@ def run_pipeline(
     stages: tuple[str, ...] = STAGES,
     progress: bool = True,
     after_eval: Callable[[Run, str], None] | None = None,
+    overwrite: bool = False,
+    keep: Sequence[str] = (),
+    prepare: Callable[[Run], None] | None = None,
 ) -> Run:
     """Run the recipe's stages into `run_dir`, skipping those already finished.
 
@@ -103,6 +147,14 @@ def run_pipeline(
         progress: show progress bars.
         after_eval: called as ``after_eval(run, label)`` after each model's
             benchmarks, label "base" or "bpo" (the toy world adds its measures there).
+        overwrite: replace a run made with other settings instead of refusing.
+        keep: names of entries the caller put in `run_dir` itself (see `Run.check`).
+        prepare: called as ``prepare(run)`` once the folder is the run's, before the
+            stages (the ablation gives a run what it shares with another there).
+
+    Raises:
+        ConfigError: before any stage, for a recipe that cannot run or a folder
+            that holds something else (`Run.check`).
     """
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
@@ -115,7 +167,13 @@ def run_pipeline(
     recipe.data.pairs = str(run.path("pairs.jsonl"))
     recipe.data.image_root = recipe.samples.image_root
     recipe.train.output_dir = str(run.path("train"))
+    provenance = run.check(keep=keep, overwrite=overwrite)
+    if "bootstrap" in stages and "image-weakening" in recipe.bootstrap.strategies:
+        _check_images(recipe)
+    provenance.commit()
     save_recipe(recipe, run.path("config.yaml"))
+    if prepare is not None:
+        prepare(run)
     steps: dict[str, Callable[[Run, bool], None]] = {
         "bootstrap": _bootstrap,
         "pairs": _pairs,
@@ -130,24 +188,57 @@ def run_pipeline(
     return run
 
 
+def _check_images(recipe: Recipe) -> None:
+    """Stop before a model loads when the samples' images are not under samples.image_root."""
+    from bpo.data.formats import read_samples
+    from bpo.data.images import check_image_root
+
+    quiet = ErrorPolicy(on_error="skip")
+    samples = read_samples(recipe.samples.path, format=recipe.samples.format, policy=quiet)
+    check_image_root(
+        ((sample.id, sample.image) for sample in samples),
+        recipe.samples.image_root,
+        flag="samples.image_root",
+    )
+
+
 def _bootstrap(run: Run, progress: bool) -> None:
     from bpo.backends import backend_options, get_backend
-    from bpo.bootstrap.runner import run_bootstrap
-    from bpo.bootstrap.strategies import make_strategy
+    from bpo.bootstrap.runner import negatives_provenance, run_bootstrap
+    from bpo.bootstrap.strategies import make_strategy, strategy_settings
 
     recipe = run.recipe
     config = recipe.bootstrap
     for name in config.strategies:
-        settings = {"samples": asdict(recipe.samples), "bootstrap": asdict(config), "name": name}
         stage = f"bootstrap-{name}"
-        if run.done(stage, settings):
+        if run.done(stage):
             _say(f"{stage}: done already")
             continue
         backend = None
+        model = recipe.model.name
+        if name == "llm-injection":
+            model = config.injection_model or model
+        strategy_options: dict[str, Any] = {
+            "distortion": config.distortion,
+            "distortion_params": config.distortion_params,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "max_new_tokens": config.max_new_tokens,
+            "style": config.style,
+            "lexicon": config.lexicon,
+        }
+        settings = strategy_settings(
+            name,
+            num_negatives=config.num_negatives,
+            seed=config.seed,
+            model=model,
+            backend=config.backend,
+            dtype=recipe.model.dtype,
+            **strategy_options,
+        )
+        out = run.path("negatives", f"{name}.jsonl")
+        negatives_provenance(out, settings).check()
         if name != "cooccurrence":
-            model = recipe.model.name
-            if name == "llm-injection":
-                model = config.injection_model or model
             options = backend_options(
                 config.backend,
                 base_url=config.base_url,
@@ -159,19 +250,7 @@ def _bootstrap(run: Run, progress: bool) -> None:
                 allow_pickle=recipe.model.allow_pickle,
             )
             backend = get_backend(config.backend, model=model, **options)
-        strategy = make_strategy(
-            name,
-            backend=backend,
-            distortion=config.distortion,
-            distortion_params=config.distortion_params,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_new_tokens=config.max_new_tokens,
-            style=config.style,
-            lexicon=config.lexicon,
-        )
-        out = run.path("negatives", f"{name}.jsonl")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        strategy = make_strategy(name, backend=backend, **strategy_options)
         _say(f"{stage}: {recipe.samples.path} -> {out}")
         summary = run_bootstrap(
             recipe.samples.path,
@@ -184,10 +263,11 @@ def _bootstrap(run: Run, progress: bool) -> None:
             batch_size=config.batch_size,
             policy=ErrorPolicy(on_error=recipe.samples.on_error),  # type: ignore[arg-type]
             progress=progress,
+            settings=settings,
         )
         if backend is not None:
             backend.close()
-        run.finish(stage, settings, summary.to_dict())
+        run.finish(stage, summary.to_dict())
 
 
 def _pairs(run: Run, progress: bool) -> None:
@@ -198,8 +278,7 @@ def _pairs(run: Run, progress: bool) -> None:
 
     recipe = run.recipe
     config = recipe.pairs
-    settings = {"samples": asdict(recipe.samples), "pairs": asdict(config)}
-    if run.done("pairs", settings):
+    if run.done("pairs"):
         _say("pairs: done already")
         return
     negatives = [run.path("negatives", f"{name}.jsonl") for name in recipe.bootstrap.strategies]
@@ -217,46 +296,42 @@ def _pairs(run: Run, progress: bool) -> None:
         max_words=config.max_words,
         max_similarity=config.max_similarity,
         lexicon=lexicon,
+        lexicon_path=recipe.bootstrap.lexicon,
         mix={name: Fraction(ratio).limit_denominator() for name, ratio in config.mix.items()}
         or None,
         seed=config.seed,
         policy=ErrorPolicy(on_error=recipe.samples.on_error),  # type: ignore[arg-type]
+        image_root=recipe.samples.image_root,
     )
     kept = sum(stats.kept.values())
     if kept == 0:
         raise ConfigError(f"no pairs were kept (see {recipe.data.pairs}.stats.json)")
-    run.finish("pairs", settings, {"kept": dict(stats.kept)})
+    run.finish("pairs", {"kept": dict(stats.kept)})
 
 
 def _train(run: Run, progress: bool) -> None:
     from bpo.train.runner import train
 
     recipe = run.recipe
-    settings = {
-        "model": asdict(recipe.model),
-        "lora": asdict(recipe.lora),
-        "train": asdict(recipe.train),
-    }
-    if run.done("train", settings):
+    if run.done("train"):
         _say("train: done already")
         return
     _say(f"train: -> {recipe.train.output_dir}")
     result = train(recipe, resume=True)
-    run.finish("train", settings, {"global_step": result.global_step, "output": str(result.output)})
+    run.finish("train", {"global_step": result.global_step, "output": str(result.output)})
 
 
 def _export(run: Run, progress: bool) -> None:
     from bpo.train.export import export_run
 
-    settings = {"train": run.recipe.train.output_dir}
-    if run.done("export", settings):
+    if run.done("export"):
         _say("export: done already")
         return
     out = run.path("model")
     # export_run replaces `out` only once the new model is whole: a crash leaves the old one.
     _say(f"export: merged model -> {out}")
     export_run(run.recipe.train.output_dir, out, merge=True)
-    run.finish("export", settings, {"model": str(out)})
+    run.finish("export", {"model": str(out)})
 
 
 def _eval(run: Run, progress: bool) -> None:
@@ -273,9 +348,8 @@ def _eval(run: Run, progress: bool) -> None:
         return
     models = {"base": recipe.model.name, "bpo": str(run.path("model"))}
     for label, model in models.items():
-        settings = {"eval": asdict(config), "model": model}
         stage = f"eval-{label}"
-        if run.done(stage, settings):
+        if run.done(stage):
             _say(f"{stage}: done already")
             continue
         options = backend_options(
@@ -309,7 +383,7 @@ def _eval(run: Run, progress: bool) -> None:
             backend.close()
         if run.after_eval is not None:
             run.after_eval(run, label)
-        run.finish(stage, settings, {"benches": list(benches)})
+        run.finish(stage, {"benches": list(benches)})
 
 
 def _report(run: Run, progress: bool) -> None:

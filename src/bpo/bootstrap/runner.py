@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from bpo.data.jsonl import JsonlWriter, iter_jsonl
 from bpo.data.records import Sample
 from bpo.errors import BpoError, ConfigError, ErrorPolicy, RecordError
 from bpo.fsio import write_text
+from bpo.provenance import Provenance, differences, file_record
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -64,6 +65,22 @@ class BootstrapSummary:
     dropped: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
 
+    def describe(self, out: str | os.PathLike[str]) -> str:
+        """One line for the console; counts that are zero are left out."""
+        from bpo.console import counts_text
+
+        text = (
+            f"{self.negatives_written} negatives for {self.samples_done} samples written to {out}"
+        )
+        notes = []
+        if self.samples_resumed:
+            notes.append(f"{self.samples_resumed} samples already done")
+        if self.dropped:
+            notes.append(f"dropped {counts_text(self.dropped)}")
+        if self.errors:
+            notes.append(f"skipped {counts_text(self.errors)}")
+        return text + (f" ({'; '.join(notes)})" if notes else "")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "strategy": self.strategy,
@@ -77,6 +94,28 @@ class BootstrapSummary:
 
 def log_path(out: str | os.PathLike[str]) -> Path:
     return Path(f"{out}.log.jsonl")
+
+
+def negatives_provenance(
+    out: str | os.PathLike[str], settings: Mapping[str, Any], *, overwrite: bool = False
+) -> Provenance:
+    """The settings record of a negatives file (`bpo.bootstrap.strategies.strategy_settings`).
+
+    Its outputs are the negatives, their log, the summary and the skipped records:
+    ``--overwrite`` replaces all four.
+    """
+    return Provenance(
+        stage="bootstrap",
+        record=file_record(out),
+        settings=dict(settings),
+        outputs=[
+            Path(out),
+            log_path(out),
+            Path(f"{out}.summary.json"),
+            Path(f"{out}.skipped.json"),
+        ],
+        overwrite=overwrite,
+    )
 
 
 def _done_samples(path: Path) -> set[str]:
@@ -141,6 +180,8 @@ def run_bootstrap(
     shard: Shard = Shard(),
     policy: ErrorPolicy | None = None,
     progress: bool = True,
+    settings: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> BootstrapSummary:
     """Bootstrap negatives for every sample of `samples_path` (in this shard) into `out`.
 
@@ -156,9 +197,17 @@ def run_bootstrap(
         shard: which share of the samples this process handles.
         policy: what to do with bad records (default: raise).
         progress: show a progress bar.
+        settings: what shapes the negatives (`strategy_settings`), saved beside
+            `out` and compared with an existing output's before anything else
+            (default: the strategy's name, the number of negatives and the seed).
+        overwrite: replace an existing output instead of resuming it.
 
     Returns:
         The run's summary, also saved as ``OUT.summary.json``.
+
+    Raises:
+        ConfigError: when `out` holds negatives made with other settings, or the
+            samples file holds no sample.
     """
     from tqdm.auto import tqdm
 
@@ -169,26 +218,38 @@ def run_bootstrap(
     if batch_size < 1:
         raise ConfigError("batch_size must be at least 1")
     policy = policy or ErrorPolicy()
+    if settings is None:
+        settings = {"strategy": strategy.name, "num_negatives": num_negatives, "seed": seed}
+    provenance = negatives_provenance(out, settings, overwrite=overwrite)
+    provenance.check()
     summary = BootstrapSummary(strategy=strategy.name)
 
     # One reading pass both fits the strategy (on every sample, not only this shard's)
     # and counts this shard's samples for the progress bar; what fit leaves unread is
     # drained. Reading problems are reported once, in the generation pass below.
-    total = 0
+    total = read = 0
+    quiet = ErrorPolicy(on_error="skip")
 
     def counted() -> Iterator[Sample]:
-        nonlocal total
-        quiet = ErrorPolicy(on_error="skip")
+        nonlocal total, read
         for position, sample in enumerate(read_samples(samples_path, format=format, policy=quiet)):
             total += position in shard
+            read += 1
             yield sample
 
     samples = counted()
     strategy.fit(samples)
     deque(samples, maxlen=0)
+    if not read and not quiet.total:  # bad records are reported by the pass below
+        raise ConfigError(f"{samples_path} holds no samples")
 
-    done = _done_samples(log_path(out))
-    with JsonlWriter(out) as writer, JsonlWriter(log_path(out)) as log:
+    done = set() if overwrite else _done_samples(log_path(out))
+    with (
+        JsonlWriter(out, resume=not overwrite, before_first_write=provenance.commit) as writer,
+        JsonlWriter(
+            log_path(out), resume=not overwrite, before_first_write=provenance.commit
+        ) as log,
+    ):
         bar = tqdm(
             total=total, desc=f"bootstrap {strategy.name}", unit="sample", disable=not progress
         )
@@ -231,6 +292,7 @@ def run_bootstrap(
                 log.write({"id": sample.id, "sample_id": sample.id, "status": status})
                 summary.samples_done += 1
         bar.close()
+        writer.open()  # a finished run leaves its (maybe empty) output for the next stage
 
     summary.dropped.update(strategy.dropped)
     summary.errors.update(policy.counts)
@@ -245,20 +307,44 @@ def merge_outputs(
     """Join sharded bootstrap outputs (and their logs) into one, each id once.
 
     Records are copied in input order; an id already written is skipped (the
-    first copy wins), so merging is idempotent and can be resumed.
+    first copy wins), so merging is idempotent and can be resumed. The inputs
+    must have been made with the same settings (their records are compared,
+    and an existing `out` must hold the same), which `out` then records too.
 
     Returns:
         (records written, duplicates skipped).
+
+    Raises:
+        ConfigError: for a missing input, or inputs (or `out`) made with other settings.
     """
+    missing = sorted(str(path) for path in inputs if not Path(path).exists())
+    if missing:
+        raise ConfigError(f"no such file: {', '.join(missing)}")
+    settings: dict[str, Any] | None = None
+    for path in inputs:
+        recorded = negatives_provenance(path, {}).recorded()
+        if recorded is None:
+            raise ConfigError(
+                f"{path} has no settings record ({file_record(path).name}): "
+                "was it written by bpo bootstrap?"
+            )
+        if settings is None:
+            settings, first = recorded["settings"], path
+            continue
+        changed = differences(settings, recorded["settings"])
+        if changed:
+            raise ConfigError(
+                f"{path} was made with other settings than {first}: {'; '.join(changed)}; "
+                "only shards of one run can be merged"
+            )
+    provenance = negatives_provenance(out, settings or {})
+    provenance.check()
     written = skipped = 0
     for source, target in ((inputs, out), ([log_path(p) for p in inputs], log_path(out))):
         present = [Path(p) for p in source if Path(p).exists()]
-        if target == out and len(present) != len(source):
-            missing = sorted(set(map(str, source)) - set(map(str, present)))
-            raise ConfigError(f"no such file: {', '.join(missing)}")
         if not present:
             continue
-        with JsonlWriter(target) as writer:
+        with JsonlWriter(target, before_first_write=provenance.commit) as writer:
             for path in present:
                 for line_number, value in iter_jsonl(path):
                     if not isinstance(value, dict) or "id" not in value:
@@ -269,4 +355,5 @@ def merge_outputs(
                         written += 1
                     else:
                         skipped += 1
+    provenance.commit()
     return written, skipped

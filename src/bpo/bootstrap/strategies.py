@@ -68,3 +68,47 @@ def make_strategy(
         top_p=top_p,
         max_new_tokens=max_new_tokens,
     )
+
+
+def strategy_settings(
+    name: str,
+    *,
+    num_negatives: int,
+    seed: int,
+    model: str | None = None,
+    backend: str | None = None,
+    dtype: str | None = None,
+    distortion: str = "diffusion",
+    distortion_params: dict[str, Any] | None = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 256,
+    style: str = "instruction",
+    template: str | None = None,
+    lexicon: str | None = None,
+) -> dict[str, Any]:
+    """The settings that shape the negatives of strategy `name` (`bpo.provenance`).
+
+    The same keywords as `make_strategy`, with the model named instead of built,
+    so the settings can be checked before a model loads. Only what the strategy
+    uses is kept (cooccurrence has no model), and files count by their content.
+    """
+    from bpo.provenance import file_digest
+
+    settings: dict[str, Any] = {"strategy": name, "num_negatives": num_negatives, "seed": seed}
+    if name in MODEL_STRATEGIES:
+        settings.update(
+            model=model,
+            backend=backend,
+            dtype=dtype,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+        )
+    if name == "image-weakening":
+        settings.update(distortion=distortion, distortion_params=dict(distortion_params or {}))
+    elif name == "llm-injection":
+        settings.update(style=style, template=file_digest(template) if template else None)
+    elif name == "cooccurrence":
+        settings["lexicon"] = file_digest(lexicon) if lexicon else None
+    return settings

@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("samples", help="samples file (LLaVA JSON, ShareGPT4V, BPO release, JSONL)")
     parser.add_argument("--strategy", choices=STRATEGIES, required=True)
     parser.add_argument("--out", required=True, help="negatives JSONL (resumed if it exists)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT (and its log and summary) instead of resuming it; without it, a "
+        "rerun with other settings is refused",
+    )
     parser.add_argument("--format", default="auto", help="samples format (default: detect)")
     add_image_root(parser)
     add_on_error(parser)
@@ -84,10 +90,7 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 
 def build_backend(args: argparse.Namespace) -> Any:
     from bpo.backends import get_backend
-    from bpo.errors import ConfigError
 
-    if not args.model:
-        raise ConfigError(f"--strategy {args.strategy} needs --model")
     options = backend_options(
         args.backend,
         args,
@@ -98,31 +101,77 @@ def build_backend(args: argparse.Namespace) -> Any:
     return get_backend(args.backend, model=args.model, **options)
 
 
-def build_strategy(args: argparse.Namespace) -> Any:
-    from bpo.bootstrap.strategies import MODEL_STRATEGIES, make_strategy
-
+def strategy_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The strategy's keywords of `make_strategy` and `strategy_settings`, from the flags."""
     params = {"step": args.step} if args.distortion == "diffusion" else {}
     params.update(parse_params(args.distortion_param))
-    return make_strategy(
+    return {
+        "distortion": args.distortion,
+        "distortion_params": params,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "max_new_tokens": args.max_new_tokens,
+        "style": args.style,
+        "template": args.template,
+        "lexicon": args.lexicon,
+    }
+
+
+def preflight(args: argparse.Namespace) -> dict[str, Any]:
+    """Every check that needs no model, before one loads; returns the run's settings.
+
+    The output's settings record is compared (a rerun with other settings stops
+    here), the first sample's image is looked for under --image-root, and the
+    sampling values are range-checked.
+    """
+    from bpo.bootstrap.runner import negatives_provenance
+    from bpo.bootstrap.strategies import MODEL_STRATEGIES, strategy_settings
+    from bpo.errors import ConfigError
+
+    for flag, value, ok in (
+        ("--num-negatives", args.num_negatives, args.num_negatives >= 1),
+        ("--batch-size", args.batch_size, args.batch_size >= 1),
+        ("--temperature", args.temperature, args.temperature >= 0),
+        ("--top-p", args.top_p, 0 < args.top_p <= 1),
+        ("--max-new-tokens", args.max_new_tokens, args.max_new_tokens >= 1),
+    ):
+        if not ok:
+            raise ConfigError(f"{flag} {value}: out of range (see bpo bootstrap --help)")
+    if args.strategy in MODEL_STRATEGIES and not args.model:
+        raise ConfigError(f"--strategy {args.strategy} needs --model")
+    settings = strategy_settings(
         args.strategy,
-        backend=build_backend(args) if args.strategy in MODEL_STRATEGIES else None,
-        distortion=args.distortion,
-        distortion_params=params,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        style=args.style,
-        template=args.template,
-        lexicon=args.lexicon,
+        num_negatives=args.num_negatives,
+        seed=args.seed,
+        model=args.model,
+        backend=args.backend,
+        dtype=args.dtype,
+        **strategy_options(args),
     )
+    negatives_provenance(args.out, settings, overwrite=args.overwrite).check()
+    if args.strategy == "image-weakening":
+        from bpo.data.formats import read_samples
+        from bpo.data.images import check_image_root
+        from bpo.errors import ErrorPolicy
+
+        quiet = ErrorPolicy(on_error="skip")
+        samples = read_samples(args.samples, format=args.format, policy=quiet)
+        check_image_root(((sample.id, sample.image) for sample in samples), args.image_root)
+    return settings
 
 
 def run(args: argparse.Namespace) -> int:
     from bpo.bootstrap.runner import Shard, run_bootstrap
+    from bpo.bootstrap.strategies import MODEL_STRATEGIES, make_strategy
     from bpo.errors import ErrorPolicy
 
     shard = Shard.parse(args.shard)
-    strategy = build_strategy(args)
+    settings = preflight(args)
+    strategy = make_strategy(
+        args.strategy,
+        backend=build_backend(args) if args.strategy in MODEL_STRATEGIES else None,
+        **strategy_options(args),
+    )
     summary = run_bootstrap(
         args.samples,
         strategy,
@@ -135,11 +184,8 @@ def run(args: argparse.Namespace) -> int:
         shard=shard,
         policy=ErrorPolicy(on_error=args.on_error),
         progress=not args.no_progress,
+        settings=settings,
+        overwrite=args.overwrite,
     )
-    print(
-        f"{summary.negatives_written} negatives for {summary.samples_done} samples written to "
-        f"{args.out} ({summary.samples_resumed} samples already done; "
-        f"dropped: {dict(summary.dropped) or 0}; errors: {dict(summary.errors) or 0})",
-        file=sys.stderr,
-    )
+    print(summary.describe(args.out), file=sys.stderr)
     return 0

@@ -78,6 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_image_root(parser)
     parser.add_argument("--out", help="output folder (resumed if it exists)")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the answers in --out instead of resuming them; without it, answers "
+        "made with other settings are refused",
+    )
+    parser.add_argument(
         "--predictions", metavar="FILE", help="score the answers in FILE instead of generating"
     )
     parser.add_argument("--limit", type=int, help="only the first N items (of each POPE split)")
@@ -189,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
         judge_max_new_tokens=args.judge_max_new_tokens,
         on_error=args.on_error,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     results = evaluate(options)
     print(format_results(results))

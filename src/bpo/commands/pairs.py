@@ -113,10 +113,12 @@ def run(args: argparse.Namespace) -> int:
         max_words=args.max_words or None,
         max_similarity=args.max_similarity,
         lexicon=lexicon,
+        lexicon_path=args.lexicon,
         mix=parse_mix(args.mix) or None,
         seed=args.seed,
         policy=policy,
         resume=not args.overwrite,
+        image_root=args.image_root,
     )
     print_stats(stats)
     print(

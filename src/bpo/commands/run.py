@@ -22,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
     parser.add_argument("--out", required=True, help="the run folder (resumed if it exists)")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run made with other settings in --out instead of refusing",
+    )
+    parser.add_argument(
         "--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -32,5 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from bpo.pipeline import run_pipeline
 
     recipe = load_recipe(args.recipe, args.overrides)
-    run_pipeline(recipe, args.out, stages=tuple(args.stages), progress=not args.no_progress)
+    run_pipeline(
+        recipe,
+        args.out,
+        stages=tuple(args.stages),
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
     return 0

@@ -83,5 +83,8 @@ def run(args: argparse.Namespace) -> int:
         # abort a rank ("terminate called without an active exception", seen with gloo).
         state.destroy_process_group()
     if state.is_main_process:
-        print(f"{result.output} (step {result.global_step})")
+        from bpo.console import say
+
+        say("bpo train: done\n" + result.summary())
+        print(result.output)
     return 0

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -187,11 +187,23 @@ class JsonlWriter:
     repaired and its ids are loaded, so `write` skips ids already present and a
     re-run continues where the last one stopped. With ``resume=False`` the file is
     truncated. Each line is flushed as it is written.
+
+    The file is opened (created, or truncated) at the first write, not before, and
+    `before_first_write` is called just then: a run that fails before producing a
+    record leaves no empty file, and a stage saves its settings record there
+    (`bpo.provenance.Provenance.commit`).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, resume: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        resume: bool = True,
+        before_first_write: Callable[[], None] | None = None,
+    ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._resume = resume
+        self._before_first_write = before_first_write
         if resume:
             self.repaired_bytes = repair_torn_tail(self.path)
             self.ids = read_ids(self.path)
@@ -200,10 +212,18 @@ class JsonlWriter:
             self.ids = IdIndex()
         self.resumed = len(self.ids)
         self.written = 0
-        self._handle = open(self.path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._handle: IO[str] | None = None
 
     def __contains__(self, record_id: str) -> bool:
         return record_id in self.ids
+
+    def open(self) -> None:
+        """Create (or truncate) the file now, as the first write would."""
+        if self._handle is None:
+            if self._before_first_write is not None:
+                self._before_first_write()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a" if self._resume else "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def write(self, record: Any) -> bool:
         """Append `record` (a dict or an object with ``to_dict``) unless its id is present.
@@ -215,6 +235,8 @@ class JsonlWriter:
         record_id = str(data["id"])
         if record_id in self.ids:
             return False
+        self.open()
+        assert self._handle is not None
         self._handle.write(json.dumps(data, ensure_ascii=False) + "\n")
         self._handle.flush()
         self.ids.add(record_id)
@@ -222,7 +244,7 @@ class JsonlWriter:
         return True
 
     def close(self) -> None:
-        if not self._handle.closed:
+        if self._handle is not None and not self._handle.closed:
             self._handle.flush()
             os.fsync(self._handle.fileno())
             self._handle.close()

@@ -9,7 +9,7 @@ batch in flight. Images are loaded batch by batch (memory stays bounded).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,12 +42,16 @@ def generate_answers(
     seed: int = 0,
     policy: ErrorPolicy | None = None,
     progress: bool = True,
+    before_first_write: Callable[[], None] | None = None,
+    resume: bool = True,
 ) -> GenerationStats:
     """Answer the items not yet in `path` (JSONL), batch by batch, appending as they finish.
 
     An item whose image cannot be loaded, or whose batch the backend fails on
     (a `BpoError` other than a `ConfigError`), is handled by `policy`: raised, or
-    counted and left unanswered (a re-run retries it).
+    counted and left unanswered (a re-run retries it). `before_first_write` is
+    called just before the first answer is written (the settings record goes
+    there); `resume=False` replaces `path` instead of continuing it.
     """
     from tqdm.auto import tqdm
 
@@ -56,7 +60,7 @@ def generate_answers(
 
     policy = policy or ErrorPolicy()
     stats = GenerationStats()
-    with JsonlWriter(path) as writer:
+    with JsonlWriter(path, resume=resume, before_first_write=before_first_write) as writer:
         pending = [item for item in items if item.id not in writer]
         stats.resumed = len(items) - len(pending)
         with tqdm(total=len(pending), desc="answering", unit="item", disable=not progress) as bar:

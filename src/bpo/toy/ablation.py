@@ -27,6 +27,7 @@ The table reports the test split.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -88,6 +89,25 @@ def _share_base_eval(source: Path, target: Path) -> None:
             with atomic_dir(destination) as staging:
                 shutil.copytree(origin, staging, dirs_exist_ok=True)
     _copy_missing(source / "stages", target / "stages", ["eval-base.json"])
+
+
+def _share(run: Run, variant: str, both: Path, samples: Path) -> None:
+    """Give a variant's run what it shares with `bpo-both`'s (`both`), or its gold pairs."""
+    if variant in ("bpo-noise", "bpo-inject"):
+        files = [
+            f"{strategy}.jsonl{suffix}"
+            for strategy in BPO_STRATEGIES[variant]
+            for suffix in ("", ".log.jsonl", ".settings.json")
+        ]
+        _copy_missing(both / "negatives", run.path("negatives"), files)
+    elif variant == "sft-matched":
+        _copy_missing(
+            both, run.dir, ["pairs.jsonl", "pairs.stats.json", "pairs.jsonl.settings.json"]
+        )
+    elif variant == "sft-all":
+        _gold_pairs(samples, run.path("pairs.jsonl"))
+    if variant != "bpo-both":  # the base model's answers are the same in every run
+        _share_base_eval(both, run.dir)
 
 
 def _gold_pairs(samples_path: Path, out: Path) -> None:
@@ -248,23 +268,15 @@ def run_ablation(
             both = cell / "bpo-both"
             for name, settings, stages in plans:
                 run_dir = cell / name
-                if name in ("bpo-noise", "bpo-inject"):
-                    files = [
-                        f"{strategy}.jsonl{suffix}"
-                        for strategy in BPO_STRATEGIES[name]
-                        for suffix in ("", ".log.jsonl")
-                    ]
-                    _copy_missing(both / "negatives", run_dir / "negatives", files)
-                elif name == "sft-matched":
-                    _copy_missing(both, run_dir, ["pairs.jsonl", "pairs.stats.json"])
-                elif name == "sft-all":
-                    _gold_pairs(samples, run_dir / "pairs.jsonl")
-                if name != "bpo-both":  # the base model's answers are the same in every run
-                    _share_base_eval(both, run_dir)
                 _say(f"base seed {base_seed}, preference seed {preference_seed}: {name}")
                 recipe = load_recipe(toy_recipe_path(), [*common, *settings])
                 run = run_pipeline(
-                    recipe, run_dir, stages=stages, progress=progress, after_eval=toy_measures
+                    recipe,
+                    run_dir,
+                    stages=stages,
+                    progress=progress,
+                    after_eval=toy_measures,
+                    prepare=functools.partial(_share, variant=name, both=both, samples=samples),
                 )
                 _validation_measures(run, "base", str(base), world)
                 _validation_measures(run, "bpo", str(run.path("model")), world)

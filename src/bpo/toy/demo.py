@@ -43,6 +43,10 @@ FAST_BASE: dict[str, Any] = {
 FAST_RECIPE = ("train.max_steps=2", "train.logging_steps=1", "bootstrap.num_negatives=1")
 
 
+# What the demo puts in its folder beside the run's own outputs.
+DEMO_ENTRIES = ("world", "base", "data")
+
+
 def toy_recipe_path() -> Path:
     return Path(str(resources.files("bpo") / "resources" / "toy.yaml"))
 
@@ -160,7 +164,7 @@ def run_demo(
         f"train.seed={seed}",
     ]
     recipe = load_recipe(toy_recipe_path(), [*paths, *(FAST_RECIPE if fast else ()), *overrides])
-    run = run_pipeline(recipe, root, progress=progress, after_eval=toy_measures)
+    run = run_pipeline(recipe, root, progress=progress, after_eval=toy_measures, keep=DEMO_ENTRIES)
     print(before_after(root))
     return run
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import torch
 from bpo.config import Recipe
 from bpo.errors import ConfigError, ErrorPolicy
 from bpo.fsio import atomic_dir, write_text
+from bpo.provenance import file_digest
 
 # Bump when the tokenization below changes, so older caches are not reused.
 TOKENIZATION_VERSION = 1
@@ -63,9 +63,9 @@ class PreparedPairs:
 
     def summary(self) -> str:
         counts = self.counts
-        text = (
-            f"{counts['rows']} pairs: {counts['kept']} kept whole, {counts['truncated']} truncated"
-        )
+        text = f"{counts['rows']} pairs: {counts['kept']} kept whole"
+        if counts["truncated"]:
+            text += f", {counts['truncated']} truncated"
         dropped = counts.get("dropped", {})
         if dropped:
             text += ", dropped " + ", ".join(f"{n} ({why})" for why, n in sorted(dropped.items()))
@@ -79,15 +79,6 @@ def digest(*parts: Any) -> str:
     """A short stable hash of JSON-able parts."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes, read in blocks."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def cache_dir(recipe: Recipe) -> Path:

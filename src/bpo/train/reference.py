@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bpo import console
 from bpo.config import Recipe
 from bpo.data.jsonl import JsonlWriter, iter_jsonl, repair_torn_tail
 from bpo.errors import BpoError
@@ -156,8 +157,10 @@ def compute_reference_logps(
         try:
             progress = tqdm(
                 total=to_compute,
-                desc="Reference log-probs",
-                disable=not accelerator.is_main_process or not pending,
+                desc="reference log-probs",
+                unit="pair",
+                leave=False,  # the run's one lasting bar is training's
+                disable=not accelerator.is_main_process or not pending or not console.bars(),
             )
             for index in pending:
                 rows = batch_rows(rank, index)

@@ -27,7 +27,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +34,11 @@ from typing import Any
 
 import torch
 
-from bpo.config import Recipe, load_recipe, recipe_to_dict, save_recipe
+from bpo.config import Recipe, result_settings, save_recipe
+from bpo.console import say
 from bpo.errors import ConfigError, ErrorPolicy
 from bpo.fsio import atomic_dir, write_text
+from bpo.provenance import Provenance, folder_record
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
@@ -76,6 +77,18 @@ class TrainResult:
     weights_digests: list[str]
     metrics: dict[str, Any] = field(default_factory=dict)
 
+    def summary(self) -> str:
+        """The end-of-run table (`bpo.train.progress.summary_table`)."""
+        from bpo.train.progress import summary_table
+
+        return summary_table(
+            self.run_dir,
+            global_step=self.global_step,
+            seconds=float(self.metrics.get("train_runtime", 0.0)),
+            output=self.output,
+            resumed_from=self.resumed_from,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["run_dir"], data["output"] = str(self.run_dir), str(self.output)
@@ -87,7 +100,7 @@ def _say(message: str) -> None:
     from accelerate import PartialState
 
     if PartialState().is_main_process:
-        print(message, file=sys.stderr, flush=True)
+        say(message)
 
 
 def mixed_precision(recipe: Recipe) -> str:
@@ -134,6 +147,8 @@ def dpo_config(recipe: Recipe) -> Any:
         "save_steps": train.save_steps,
         "save_total_limit": train.save_total_limit,
         "report_to": train.report_to or "none",
+        # bpo.train.progress.ConsoleProgress is the run's one bar and its log lines.
+        "disable_tqdm": True,
         "dataloader_num_workers": train.dataloader_num_workers,
         "disable_dropout": train.disable_dropout,
         "beta": train.beta,
@@ -221,54 +236,46 @@ def discard_incomplete_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path
     return discarded
 
 
-def _prepare_run_dir(recipe: Recipe, *, resume: bool, overwrite: bool) -> Path:
+def train_provenance(recipe: Recipe, *, overwrite: bool = False) -> Provenance:
+    """The settings record of a training run: the recipe's model, data, lora and train
+    sections, less what cannot change the weights (`bpo.config.result_settings`)."""
     run_dir = Path(recipe.train.output_dir)
-    outputs = [
-        run_dir / CHECKPOINTS,
-        run_dir / "adapter",
-        run_dir / "model",
-        run_dir / METRICS_NAME,
-    ]
-    existing = [path for path in outputs if path.exists()]
-    if existing and not resume and not overwrite:
+    return Provenance(
+        stage="train",
+        record=folder_record(run_dir),
+        settings=result_settings(recipe, ("model", "data", "lora", "train")),
+        outputs=[
+            run_dir / CHECKPOINTS,
+            run_dir / "adapter",
+            run_dir / "model",
+            run_dir / METRICS_NAME,
+            run_dir / RESULT_NAME,
+            run_dir / "skipped.json",
+        ],
+        where="--output-dir",
+        overwrite=overwrite,
+        subject=f"the training run in {run_dir}",
+    )
+
+
+def _check_run_dir(recipe: Recipe, *, resume: bool, overwrite: bool) -> Provenance:
+    """Refuse a run folder that cannot be used, before anything is read or written.
+
+    A folder holding a run needs ``--resume`` (then the recipe's settings must be
+    the run's) or ``--overwrite`` (which replaces it only once the new run is
+    about to write, `Provenance.commit`).
+    """
+    if resume and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it: choose one")
+    provenance = train_provenance(recipe, overwrite=overwrite)
+    held = provenance.existing()
+    if held and not resume and not overwrite:
         raise ConfigError(
-            f"{run_dir} already holds a run ({existing[0].name}); pass --resume to continue it "
-            "or --overwrite to start over"
+            f"{recipe.train.output_dir} already holds a run ({held[0].name}); pass --resume "
+            "to continue it or --overwrite to start over"
         )
-    if overwrite and not resume:
-        from accelerate import PartialState
-
-        state = PartialState()
-        state.wait_for_everyone()  # every process has seen the old outputs above
-        if state.is_main_process:
-            for path in [*existing, run_dir / RESULT_NAME]:
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
-        state.wait_for_everyone()
-    saved = run_dir / CONFIG_NAME
-    if resume and saved.exists():
-        try:
-            before = _flatten(recipe_to_dict(load_recipe(saved)))
-        except ConfigError:
-            before = {}
-        after = _flatten(recipe_to_dict(recipe))
-        changed = sorted(key for key in after if before.get(key) != after[key])
-        if changed:
-            _say(f"bpo train: resuming with a changed recipe: {', '.join(changed)}")
-    return run_dir
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and key not in ("trl", "processor_kwargs"):
-            flat.update(_flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
+    provenance.check()
+    return provenance
 
 
 def train(
@@ -290,12 +297,15 @@ def train(
         ConfigError: for a recipe, a run folder or pairs that cannot be used.
         RecordError: for a bad pair or image (unless ``data.on_error`` is ``skip``).
     """
+    from accelerate import PartialState
     from accelerate.utils import gather_object
+    from transformers.trainer_callback import PrinterCallback
     from trl.trainer.utils import global_then_local_main_first
 
     from bpo.train.callbacks import MetricsLogger
     from bpo.train.data import PreferenceCollator, cache_dir, check_pairs_source, tokenize_pairs
     from bpo.train.model import freeze_for_full_finetuning, load_model, load_processor, peft_config
+    from bpo.train.progress import ConsoleProgress
     from bpo.train.reference import reference_fingerprint
     from bpo.train.shared_prompt import supports_shared_prompt
     from bpo.train.trainer import BpoDPOTrainer
@@ -303,18 +313,15 @@ def train(
     if not recipe.model.name:
         raise ConfigError("model.name is not set: give a hub id or a local model folder")
     check_pairs_source(recipe)
+    provenance = _check_run_dir(recipe, resume=resume, overwrite=overwrite)
+    run_dir = Path(recipe.train.output_dir)
     args = dpo_config(recipe)  # sets up the processes (accelerate state) before anything else
-    run_dir = _prepare_run_dir(recipe, resume=resume, overwrite=overwrite)
 
     processor = load_processor(recipe.model)
     policy = ErrorPolicy(recipe.data.on_error)  # type: ignore[arg-type]
     with global_then_local_main_first():
         prepared = tokenize_pairs(recipe, processor, policy)
     _say(f"bpo train: {prepared.summary()}")
-    if args.process_index == 0:
-        save_recipe(recipe, run_dir / CONFIG_NAME)
-        if policy.total:
-            policy.report(run_dir / "skipped.json")
 
     model = load_model(recipe.model)
     lora = peft_config(recipe, model)
@@ -334,6 +341,14 @@ def train(
             f"bpo train: {model.config.model_type} with "
             f"{model.config._attn_implementation} attention: each prompt runs twice (TRL's layout)"
         )
+    # Everything that could refuse or fail before training has run: only now is the
+    # folder written (and, with --overwrite, the old run removed).
+    if args.process_index == 0:
+        provenance.commit()
+        save_recipe(recipe, run_dir / CONFIG_NAME)
+        if policy.total:
+            policy.report(run_dir / "skipped.json")
+    PartialState().wait_for_everyone()
     trainer = BpoDPOTrainer(
         model=model,
         args=args,
@@ -341,10 +356,11 @@ def train(
         processing_class=processor,
         data_collator=PreferenceCollator(processor, tokenizer.pad_token_id, share_prompt),
         peft_config=lora,
-        callbacks=[MetricsLogger(run_dir / METRICS_NAME), *callbacks],
+        callbacks=[MetricsLogger(run_dir / METRICS_NAME), ConsoleProgress(), *callbacks],
         reference_cache=reference_folder,
         reference_batch_size=recipe.train.reference_batch_size,
     )
+    trainer.remove_callback(PrinterCallback)  # its raw dicts: ConsoleProgress prints lines
     reference = None
     if reference_folder is not None:
         reference = {
