@@ -305,7 +305,14 @@ class TrainConfig:
     )
     report_to: list[str] = field(
         default_factory=list,
-        metadata=doc("Trackers to report to (tensorboard, wandb, ...).", result=False),
+        metadata=doc(
+            "Trackers the training logs go to, by transformers' names: tensorboard (event files "
+            "in <output_dir>/tensorboard; bpo points TENSORBOARD_LOGGING_DIR there), wandb "
+            "(pip install 'bpo[wandb]'; WANDB_MODE, WANDB_PROJECT and WANDB_DIR apply), or any "
+            "other transformers knows (mlflow, trackio ...); all: every one installed; [] or "
+            "none: no tracking (metrics.jsonl is always written).",
+            result=False,
+        ),
     )
     trl: dict[str, Any] = field(
         default_factory=dict,
@@ -762,6 +769,7 @@ def check_recipe(
             raise refuse("pairs.mix", f"ratio of {name!r} must be >= 0, got {ratio}")
     if train.bf16 and train.fp16:
         raise refuse("train.fp16", "and train.bf16 cannot both be true")
+    check_report_to(train.report_to, source=origins.get("train.report_to", source))
 
 
 def result_settings(recipe: Recipe, sections: Sequence[str] | None = None) -> dict[str, Any]:
@@ -785,6 +793,78 @@ def result_settings(recipe: Recipe, sections: Sequence[str] | None = None) -> di
                 value = getattr(config, spec.name)
                 settings[f"{section.name}.{spec.name}"] = value
     return settings
+
+
+# Trackers whose pip package is not named after transformers' name for them; bpo's own
+# extras where it has one. The others install as `pip install <name>`.
+_TRACKER_PACKAGES = {
+    "wandb": "'bpo[wandb]'",
+    "tensorboard": "tensorboardX",
+    "azure_ml": "azureml-core",
+    "comet_ml": "comet-ml",
+    "flyte": "flytekit",
+}
+# transformers' availability check of a tracker, where it is not is_<name>_available.
+_AVAILABILITY_CHECKS = {
+    "azure_ml": "is_azureml_available",
+    "comet_ml": "is_comet_available",
+    "flyte": "is_flytekit_available",
+}
+
+
+def check_report_to(
+    report_to: Sequence[str], *, source: str = "recipe", installed: bool = False
+) -> None:
+    """Refuse `train.report_to` names that transformers does not know, in one line.
+
+    The valid names are those of transformers' tracker registry
+    (`transformers.integrations.integration_utils.INTEGRATION_TO_CALLBACK`), plus
+    ``none`` and ``all``, which stand alone. An empty list (the default) returns at
+    once, importing nothing, so loading a recipe stays fast.
+
+    Args:
+        report_to: the tracker names.
+        source: where the recipe came from, for the message.
+        installed: also refuse a tracker whose package is not installed, naming the
+            pip command (`bpo.train.runner.dpo_config` asks this before any model loads;
+            loading a recipe does not, so a run trained with wandb can still be
+            exported where wandb is not installed).
+
+    Raises:
+        ConfigError: naming the bad value and the valid ones, or the missing package.
+    """
+    if not report_to:
+        return
+    from transformers.integrations import integration_utils
+
+    known = list(integration_utils.INTEGRATION_TO_CALLBACK)
+    valid = ["none", "all", *known]
+    for name in report_to:
+        if name not in valid:
+            close = difflib.get_close_matches(name.lower(), valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{source}: train.report_to: {name!r} is not a tracker{hint} "
+                f"(valid: {', '.join(valid)})"
+            )
+    if len(report_to) > 1 and {"none", "all"} & set(report_to):
+        raise ConfigError(
+            f"{source}: train.report_to: none and all stand alone, got {list(report_to)}"
+        )
+    if not installed:
+        return
+    for name in report_to:
+        check = getattr(
+            integration_utils, _AVAILABILITY_CHECKS.get(name, f"is_{name}_available"), None
+        )
+        # None: none/all, or a transformers that renamed the check; its callback then
+        # raises its own error when the trainer is built.
+        if check is not None and not check():
+            package = _TRACKER_PACKAGES.get(name, name)
+            raise ConfigError(
+                f"{source}: train.report_to: {name} is not installed; "
+                f"pip install {package} (or remove it from train.report_to)"
+            )
 
 
 # --- saving and describing -----------------------------------------------------------------

@@ -117,13 +117,25 @@ def mixed_precision(recipe: Recipe) -> str:
 def dpo_config(recipe: Recipe) -> Any:
     """The `trl.DPOConfig` of a recipe (checkpoints go to ``<output_dir>/checkpoints``).
 
+    With ``tensorboard`` in ``train.report_to``, it sets ``TENSORBOARD_LOGGING_DIR``
+    to ``<output_dir>/tensorboard``: transformers 5 has no ``logging_dir`` argument,
+    and its `TensorBoardCallback` reads that variable when the trainer is built
+    (without it, the events would land in ``<output_dir>/checkpoints/runs/<date>``).
+    One folder for every launch of a run: a resumed run adds its event file beside the
+    first, and TensorBoard shows one curve. The variable is set, not defaulted, so each
+    run of a process (``bpo run`` rounds, tests) logs into its own folder.
+
     Raises:
         ConfigError: when ``train.trl`` names an unknown DPOConfig argument or one
-            that a recipe key already sets.
+            that a recipe key already sets, or ``train.report_to`` an unknown tracker
+            or one whose package is not installed (before any model loads).
     """
     from trl import DPOConfig
 
+    from bpo.config import check_report_to
+
     train = recipe.train
+    check_report_to(train.report_to, installed=True)
     loss_types, loss_weights = recipe.loss_types()
     precision = mixed_precision(recipe)
     kwargs: dict[str, Any] = {
@@ -170,9 +182,14 @@ def dpo_config(recipe: Recipe) -> Any:
             raise ConfigError(f"train.trl.{key}: set it with train.{key} instead")
         kwargs[key] = value
     try:
-        return DPOConfig(**kwargs)
+        args = DPOConfig(**kwargs)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"train: {error}") from None
+    if "tensorboard" in (args.report_to or []):  # resolved to a list: "all" may include it
+        os.environ["TENSORBOARD_LOGGING_DIR"] = os.path.abspath(
+            Path(train.output_dir) / "tensorboard"
+        )
+    return args
 
 
 def _checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
