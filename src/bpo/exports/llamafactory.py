@@ -1,30 +1,60 @@
-"""The LLaMA-Factory export: sharegpt preference records and their dataset_info.json entry."""
+"""The LLaMA-Factory export: sharegpt preference records and their dataset_info.json entry.
+
+How LLaMA-Factory reads what is written here (hiyouga/LLaMA-Factory, read at ff6d4d1):
+
+- ``dataset_info.json`` is read from ``dataset_dir`` (default ``data``), and a local
+  entry's ``file_name`` is joined to ``dataset_dir`` (`get_dataset_list` in
+  src/llamafactory/data/parser.py, `_load_single_dataset` in data/loader.py).
+- Each image path is joined to ``media_dir`` and used if that is a file; if not, it is
+  used as written, i.e. relative to the trainer's working directory, with a warning
+  (`DatasetConverter._find_medias` in data/converter.py). ``media_dir`` defaults to
+  ``dataset_dir`` (`DataArguments.__post_init__` in hparams/data_args.py).
+- Every ``<image>`` in the messages (prompt, chosen and rejected) is one image: their
+  count must equal the number of images (`BasePlugin._validate_messages` in
+  data/mm_plugin.py), and each is replaced where it stands by the model's image tokens
+  (e.g. `LlavaPlugin.process_messages`), leaving the text around it as it is.
+
+So image paths are written relative to the export folder, which is the ``dataset_dir``
+that holds ``dataset_info.json``: the folder and the images, moved together, still load
+with LLaMA-Factory's default ``media_dir`` and from any working directory.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from bpo.data.records import Pair
-from bpo.errors import ConfigError, ErrorPolicy, RecordError
+from bpo.errors import ConfigError, ErrorPolicy, ImageError, RecordError
 from bpo.exports.common import IMAGE_TOKEN, ExportResult, write_json_array
 from bpo.fsio import write_text
 from bpo.pairs import records_with_lines
 
 _SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
 
+# LLaVA trains on "<image>\n" opening the user turn: `preprocess_multimodal` in
+# haotian-liu/LLaVA's llava/train/train.py moves every placeholder there, as
+# DEFAULT_IMAGE_TOKEN + "\n". The LLaVA chat template (`bpo.tiny_model`, llava-hf) renders
+# an image part the same way, so this export and the TRL one give the same text.
+# mm_plugin replaces the placeholder alone and keeps the newline; LLaMA-Factory's own
+# data/mllm_demo.json glues "<image>" to the question instead, which would drop it.
+IMAGE_LINE = IMAGE_TOKEN + "\n"
+
 
 def llamafactory_record(pair: Pair, image: str | None) -> dict[str, Any]:
-    """One pair in LLaMA-Factory's sharegpt preference format (`image`: the path to write)."""
+    """One pair in LLaMA-Factory's sharegpt preference format (`image`: the path to write).
+
+    With an image, ``"<image>\\n"`` opens the first user turn (see `IMAGE_LINE`).
+    """
     conversations = []
     image_placed = image is None
     for message in pair.prompt:
         value = message["content"]
         if not image_placed and message["role"] == "user":
-            value, image_placed = IMAGE_TOKEN + value, True
+            value, image_placed = IMAGE_LINE + value, True
         conversations.append({"from": _SHAREGPT_ROLES[message["role"]], "value": value})
     record: dict[str, Any] = {
         "conversations": conversations,
@@ -58,6 +88,64 @@ def llamafactory_dataset_info(file_name: str) -> dict[str, Any]:
     }
 
 
+def _relative_to(path: Path, folder: Path) -> str:
+    """`path` relative to `folder`, with '/' (which os.path.join takes on every OS)."""
+    try:
+        return PurePath(os.path.relpath(path, folder)).as_posix()
+    except ValueError:  # Windows: another drive, where no relative path leads
+        return path.as_posix()
+
+
+def dataset_image_path(
+    image: str,
+    image_root: str | os.PathLike[str] | None,
+    dataset_dir: Path,
+    *,
+    record_id: str | None = None,
+) -> str:
+    """A pair's image path as written in the export: relative to `dataset_dir`.
+
+    The path goes through `bpo.data.images.resolve_image_path`'s check against the
+    image root, which is the current directory when `image_root` is None (pairs' paths
+    are relative to an image root; without one they are read from the current
+    directory, so that is the root they may not leave). The file must exist.
+
+    The path is taken as the folders are laid out, symlinks kept, so that an image
+    root linked into the project (``data/images -> /mnt/coco``) is written as
+    ``images/...`` and moves with the project. If that path does not lead to the same
+    file (a ``..`` out of a linked folder goes up from where the folder really is), the
+    path between the resolved locations is written instead.
+
+    Raises:
+        ImageError: kind ``"unsafe-path"`` (leaves the root), ``"bad-image-path"``
+            (empty) or ``"missing-image"`` (no such file).
+    """
+    from bpo.data.images import resolve_image_path
+
+    root = Path.cwd() if image_root is None else Path(image_root)
+    resolved = resolve_image_path(image, root, record_id=record_id)
+    if not resolved.is_file():
+        raise ImageError(
+            "image file not found", record_id=record_id, path=resolved, kind="missing-image"
+        )
+    laid_out = _relative_to(Path(os.path.abspath(root / image)), Path(os.path.abspath(dataset_dir)))
+    if (dataset_dir / laid_out).resolve() == resolved:
+        return laid_out
+    return _relative_to(resolved, dataset_dir.resolve())
+
+
+def _check_text(pair: Pair) -> None:
+    """Refuse a pair whose texts hold ``<image>``: LLaMA-Factory would count it as an image."""
+    texts = [message["content"] for message in pair.prompt] + [pair.chosen, pair.rejected]
+    if any(IMAGE_TOKEN in text for text in texts):
+        raise RecordError(
+            f"the pair's text holds {IMAGE_TOKEN!r}, which LLaMA-Factory takes for one more "
+            "image than the pair has",
+            record_id=pair.id,
+            kind="image-token-in-text",
+        )
+
+
 def export_llamafactory(
     pairs_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -68,39 +156,40 @@ def export_llamafactory(
 ) -> ExportResult:
     """Export pairs for LLaMA-Factory (sharegpt, ``ranking: true``) and declare them.
 
-    With `image_root`, image paths are written resolved and absolute (checked
-    not to leave the root), so LLaMA-Factory finds them whatever its
-    ``media_dir``; without it, they are written as in the pairs, relative to the
-    image root, for ``media_dir: <image root>``. The ``dataset_info.json`` in
-    `out_dir` gets (or has replaced) the entry `name`; its other entries are kept,
-    so `out_dir` may be LLaMA-Factory's own ``data/`` folder.
+    `out_dir` is LLaMA-Factory's ``dataset_dir``: it gets ``<name>_llamafactory.json``
+    and the entry `name` in its ``dataset_info.json``, whose other entries are kept, so
+    it may be LLaMA-Factory's own ``data/`` folder. Image paths are written relative to
+    `out_dir` (see the module docstring), so train with ``media_dir`` unset (or set to
+    `out_dir`). They are checked not to leave the image root, which is `image_root`,
+    or the current directory when it is None (the folder the pairs' relative paths are
+    then read from); absolute paths are refused unless they lie inside that root.
 
     Args:
         pairs_path: the pairs JSONL file.
         out_dir: where ``<name>_llamafactory.json`` and ``dataset_info.json`` go.
         name: the dataset name and the output prefix (default: the pairs file's stem).
         image_root: the folder the pairs' image paths are relative to.
-        policy: what to do with a bad pair or image path (default: raise).
+        policy: what to do with a bad pair, image path or missing image (default: raise).
     """
-    from bpo.data.images import resolve_image_path
-
     policy = policy or ErrorPolicy()
     pairs_path, out_dir = Path(pairs_path), Path(out_dir)
     name = name or pairs_path.stem
     data_file = out_dir / f"{name}_llamafactory.json"
     info_file = out_dir / "dataset_info.json"
     result = ExportResult("llamafactory", [data_file, info_file])
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     def records() -> Iterator[dict[str, Any]]:
         for _, pair in records_with_lines(pairs_path, Pair, policy=policy):
-            image = pair.image
-            if image is not None and image_root is not None:
-                try:
-                    image = str(resolve_image_path(image, image_root, record_id=pair.id))
-                except RecordError as error:
-                    policy.handle(error)
-                    result.left_out[error.kind] += 1
-                    continue
+            try:
+                _check_text(pair)
+                image = pair.image
+                if image is not None:
+                    image = dataset_image_path(image, image_root, out_dir, record_id=pair.id)
+            except RecordError as error:
+                policy.handle(error)
+                result.left_out[error.kind] += 1
+                continue
             result.pairs += 1
             yield llamafactory_record(pair, image)
 
