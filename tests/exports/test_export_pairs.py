@@ -51,3 +51,11 @@ def test_empty_pairs_export_as_empty_json_but_not_as_a_trl_dataset(tmp_path):
     assert export_llamafactory(pairs_path, tmp_path).rows == 0
     with pytest.raises(ConfigError, match="nothing to export"):
         export_trl(pairs_path, tmp_path)
+
+
+@pytest.mark.parametrize("format", ["trl", "bpo"])
+def test_a_dataset_name_that_would_leave_the_export_folder_is_refused(pairs_path, format):
+    out = pairs_path.parent / "out"
+    with pytest.raises(ConfigError, match=r"invalid dataset name '\.\./escaped'"):
+        export_pairs(format, pairs_path, out, name="../escaped")
+    assert not out.exists() and list(pairs_path.parent.glob("escaped*")) == []

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from bpo.data.records import Pair
 from bpo.errors import ErrorPolicy
-from bpo.exports.common import IMAGE_TOKEN, ExportResult, write_json_array
+from bpo.exports.common import IMAGE_TOKEN, ExportResult, export_name, write_json_array
 from bpo.pairs import records_with_lines, stable_hash
 
 # Our strategy -> the release's completion "type" (data_generation/ of the BPO
@@ -58,7 +58,7 @@ def export_bpo_release(
     """
     policy = policy or ErrorPolicy()
     pairs_path, out_dir = Path(pairs_path), Path(out_dir)
-    target = out_dir / f"{name or pairs_path.stem}_bpo.json"
+    target = out_dir / f"{export_name(name, pairs_path)}_bpo.json"
     result = ExportResult("bpo", [target])
 
     # group (a hash of image, prompt and gold answer) -> the lines of its pairs

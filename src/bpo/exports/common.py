@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bpo.errors import ConfigError
 from bpo.fsio import atomic_write
 
 # The image placeholder of LLaVA-style prompts, used by the BPO release and LLaMA-Factory.
@@ -52,3 +53,20 @@ def write_json_array(path: Path, items: Iterable[dict[str, Any]]) -> int:
             count += 1
         handle.write("\n]\n" if count else "]\n")
     return count
+
+
+def export_name(name: str | None, pairs_path: Path) -> str:
+    """The prefix of an export's files: `name`, or the pairs file's stem when None.
+
+    Raises:
+        ConfigError: for a name that is empty, holds a path separator (the files
+            would land outside the export folder) or starts with a dot (bpo's own
+            hidden temporaries and caches do).
+    """
+    name = pairs_path.stem if name is None else name
+    if not name or any(sep in name for sep in ("/", "\\", "\0")) or name.startswith("."):
+        raise ConfigError(
+            f"invalid dataset name {name!r}: the name prefixes the export's files, so it "
+            "must be non-empty, hold no '/' or '\\' and not start with '.'"
+        )
+    return name

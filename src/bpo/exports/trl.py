@@ -14,7 +14,7 @@ from typing import Any
 
 from bpo.data.records import Pair, chat_messages
 from bpo.errors import BpoError, ConfigError, ErrorPolicy, RecordError
-from bpo.exports.common import ExportResult
+from bpo.exports.common import ExportResult, export_name
 from bpo.fsio import atomic_dir, atomic_write
 from bpo.pairs import records_with_lines
 
@@ -144,7 +144,7 @@ def export_trl(
 
     policy = policy or ErrorPolicy()
     pairs_path, out_dir = Path(pairs_path), Path(out_dir)
-    name = name or pairs_path.stem
+    name = export_name(name, pairs_path)
     target, parquet = out_dir / f"{name}_trl", out_dir / f"{name}_trl.parquet"
     result = ExportResult("trl", [target, parquet])
     out_dir.mkdir(parents=True, exist_ok=True)
