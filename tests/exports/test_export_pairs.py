@@ -53,7 +53,7 @@ def test_empty_pairs_export_as_empty_json_but_not_as_a_trl_dataset(tmp_path):
         export_trl(pairs_path, tmp_path)
 
 
-@pytest.mark.parametrize("format", ["trl", "bpo"])
+@pytest.mark.parametrize("format", ["trl", "bpo", "llamafactory"])
 def test_a_dataset_name_that_would_leave_the_export_folder_is_refused(pairs_path, format):
     out = pairs_path.parent / "out"
     with pytest.raises(ConfigError, match=r"invalid dataset name '\.\./escaped'"):

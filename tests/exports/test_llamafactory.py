@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from bpo.cli import main
 from bpo.data.records import Pair
-from bpo.errors import ErrorPolicy, ImageError, RecordError
-from bpo.exports import IMAGE_TOKEN, export_llamafactory
+from bpo.errors import ConfigError, ErrorPolicy, ImageError, RecordError
+from bpo.exports import IMAGE_TOKEN, export_llamafactory, llamafactory_dataset_info
 from tests.exports.examples import make_pairs
 
 
@@ -243,8 +244,89 @@ def test_dataset_info_declares_the_file_and_keeps_other_entries(project):
             "assistant_tag": "gpt",
             "system_tag": "system",
         },
+        "bpo_pairs": "../runs/pairs.jsonl",
     }
+    assert info["bpo_pairs"] == llamafactory_dataset_info(
+        "bpo_pairs_llamafactory.json", source="../runs/pairs.jsonl"
+    )
     assert len(read_records(data, "bpo_pairs")) == 5
+
+
+def foreign_entry() -> dict:
+    return {"file_name": "pairs_llamafactory.json", "formatting": "sharegpt", "ranking": True}
+
+
+def test_an_entry_of_the_same_name_is_refused_and_nothing_changes(project):
+    data = project / "data"
+    (data / "dataset_info.json").write_text(json.dumps({"pairs": foreign_entry()}))
+    (data / "pairs_llamafactory.json").write_text('[{"conversations": []}]\n')
+    before = file_hashes(data)
+    with pytest.raises(ConfigError) as refused:
+        export_llamafactory(project / "runs/pairs.jsonl", data, image_root=project / "images")
+    assert str(data / "dataset_info.json") in str(refused.value)
+    assert "'pairs'" in str(refused.value) and "overwrite" in str(refused.value)
+    assert file_hashes(data) == before
+
+
+def test_overwrite_replaces_the_entry_of_the_same_name_and_keeps_the_others(project):
+    data = project / "data"
+    info_path = data / "dataset_info.json"
+    info_path.write_text(json.dumps({"mine": {"file_name": "mine.json"}, "pairs": foreign_entry()}))
+    export_llamafactory(
+        project / "runs/pairs.jsonl", data, image_root=project / "images", overwrite=True
+    )
+    info = json.loads(info_path.read_text())
+    assert info["mine"] == {"file_name": "mine.json"}
+    assert info["pairs"]["columns"]["images"] == "images"
+    assert len(read_records(data)) == 5
+
+
+def test_another_pairs_file_of_the_same_name_is_refused(project):
+    data = project / "data"
+    export_llamafactory(project / "runs/pairs.jsonl", data, image_root=project / "images")
+    other = write_pairs(project / "other" / "pairs.jsonl", make_pairs()[:1])
+    before = file_hashes(data)
+    with pytest.raises(ConfigError, match=r"'pairs'.*\.\./runs/pairs\.jsonl"):
+        export_llamafactory(other, data, image_root=project / "images")
+    assert file_hashes(data) == before
+
+
+def test_a_rerun_of_the_same_pairs_file_refreshes_its_own_entry(project):
+    # `bpo pairs` appends on a rerun (and after a crash): its export follows without --overwrite.
+    data = project / "data"
+    pairs_path = project / "runs/pairs.jsonl"
+    export_llamafactory(pairs_path, data, image_root=project / "images")
+    info_before = (data / "dataset_info.json").read_bytes()
+    write_pairs(pairs_path, [*make_pairs(), with_image(make_pairs()[0], "camera.png", id="s3")])
+    result = export_llamafactory(pairs_path, data, image_root=project / "images")
+    assert result.rows == 6 and len(read_records(data)) == 6
+    assert (data / "dataset_info.json").read_bytes() == info_before
+
+
+def test_an_other_entry_reading_the_same_file_is_refused_even_with_overwrite(project):
+    data = project / "data"
+    (data / "dataset_info.json").write_text(json.dumps({"renamed": foreign_entry()}))
+    (data / "pairs_llamafactory.json").write_text("[]\n")
+    before = file_hashes(data)
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match=r"'renamed'.*pairs_llamafactory\.json"):
+            export_llamafactory(
+                project / "runs/pairs.jsonl",
+                data,
+                image_root=project / "images",
+                overwrite=overwrite,
+            )
+        assert file_hashes(data) == before
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"x": 1}'])
+def test_a_dataset_info_that_cannot_be_read_is_refused_and_nothing_changes(project, content):
+    data = project / "data"
+    (data / "dataset_info.json").write_text(content)
+    before = file_hashes(data)
+    with pytest.raises(ConfigError, match=r"dataset_info\.json"):
+        export_llamafactory(project / "runs/pairs.jsonl", data, image_root=project / "images")
+    assert file_hashes(data) == before
 
 
 def test_a_failed_export_keeps_the_previous_files_byte_for_byte(project):
@@ -256,3 +338,69 @@ def test_a_failed_export_keeps_the_previous_files_byte_for_byte(project):
     with pytest.raises(ImageError, match=r"'s3'.*no\.jpg"):
         export_llamafactory(project / "runs/pairs.jsonl", data, image_root=project / "images")
     assert file_hashes(data) == before
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "../up", ".hidden", "a,b", " padded", "a\\b"])
+def test_a_dataset_name_llamafactory_cannot_select_or_that_leaves_the_folder_is_refused(
+    project, name
+):
+    before = file_hashes(project)
+    with pytest.raises(ConfigError, match="dataset name"):
+        export_llamafactory(project / "runs/pairs.jsonl", project / "data", name=name)
+    assert file_hashes(project) == before
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+def cli_inputs(root: Path) -> list[str]:
+    samples, negatives = root / "samples.jsonl", root / "negatives.jsonl"
+    pair = make_pairs()[0]
+    sample = {"id": "s1", "image": pair.image, "prompt": pair.prompt, "response": pair.chosen}
+    negative = {"id": pair.id, "sample_id": "s1", "strategy": pair.strategy, "text": pair.rejected}
+    samples.write_text(json.dumps(sample) + "\n")
+    negatives.write_text(json.dumps(negative) + "\n")
+    return ["pairs", str(samples), str(negatives), "--out", str(root / "cli" / "pairs.jsonl")]
+
+
+def test_cli_dataset_name_names_the_entry_and_every_exports_files(project):
+    data = project / "data"
+    argv = [*cli_inputs(project), "--image-root", str(project / "images")]
+    argv += ["--export", "llamafactory", "bpo", "--export-dir", str(data)]
+    assert main([*argv, "--dataset-name", "bpo_llava"]) == 0
+    info = json.loads((data / "dataset_info.json").read_text())
+    assert list(info) == ["bpo_llava"] and info["bpo_llava"]["file_name"] == (
+        "bpo_llava_llamafactory.json"
+    )
+    assert sorted(p.name for p in data.iterdir()) == [
+        "bpo_llava_bpo.json",
+        "bpo_llava_llamafactory.json",
+        "dataset_info.json",
+    ]
+    assert read_records(data, "bpo_llava")[0]["images"] == ["../images/astronaut.jpg"]
+    # The same command again (a resumed run) refreshes its own entry without --overwrite.
+    before = file_hashes(data)
+    assert main([*argv, "--dataset-name", "bpo_llava"]) == 0
+    assert file_hashes(data) == before
+
+
+def test_cli_refuses_a_foreign_entry_before_any_export_and_overwrite_replaces_it(project, capsys):
+    data = project / "data"
+    (data / "dataset_info.json").write_text(json.dumps({"pairs": foreign_entry()}))
+    argv = [*cli_inputs(project), "--image-root", str(project / "images")]
+    argv += ["--export", "bpo", "llamafactory", "--export-dir", str(data)]
+    before = file_hashes(data)
+    assert main(argv) == 2
+    assert "'pairs'" in capsys.readouterr().err
+    assert file_hashes(data) == before  # not even the bpo export, listed first, was written
+    assert main([*argv, "--overwrite"]) == 0
+    assert len(read_records(data)) == 1
+
+
+def test_cli_overwrite_help_says_it_replaces_an_export_entry(capsys):
+    with pytest.raises(SystemExit):
+        main(["pairs", "--help"])
+    out = capsys.readouterr().out
+    assert "\n  --dataset-name NAME" in out
+    overwrite_help = " ".join(out.split("\n  --overwrite", 1)[1].split("\n  --", 1)[0].split())
+    assert "start OUT afresh" in overwrite_help and "dataset_info.json" in overwrite_help

@@ -36,6 +36,7 @@ from bpo.exports.bpo_release import (
 )
 from bpo.exports.common import IMAGE_TOKEN, ExportResult, write_json_array
 from bpo.exports.llamafactory import (
+    check_llamafactory_export,
     export_llamafactory,
     llamafactory_dataset_info,
     llamafactory_record,
@@ -48,6 +49,7 @@ __all__ = [
     "RELEASE_GOLD_TYPE",
     "RELEASE_TYPES",
     "ExportResult",
+    "check_llamafactory_export",
     "export_bpo_release",
     "export_llamafactory",
     "export_pairs",
@@ -71,8 +73,13 @@ def export_pairs(
     name: str | None = None,
     image_root: str | os.PathLike[str] | None = None,
     policy: ErrorPolicy | None = None,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export a pairs file in `format` (one of `EXPORT_FORMATS`).
+
+    `name` prefixes the files (default: the pairs file's stem) and names the
+    LLaMA-Factory dataset; `overwrite` is `export_llamafactory`'s (the other formats
+    always replace their own files).
 
     Raises:
         ConfigError: for an unknown format, listing the valid ones.
@@ -83,7 +90,12 @@ def export_pairs(
         return export_bpo_release(pairs_path, out_dir, name=name, policy=policy)
     if format == "llamafactory":
         return export_llamafactory(
-            pairs_path, out_dir, name=name, image_root=image_root, policy=policy
+            pairs_path,
+            out_dir,
+            name=name,
+            image_root=image_root,
+            policy=policy,
+            overwrite=overwrite,
         )
     raise ConfigError(
         f"unknown export format {format!r}; valid formats: {', '.join(EXPORT_FORMATS)}"
