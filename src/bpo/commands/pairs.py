@@ -73,7 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="start OUT afresh instead of appending the pairs it lacks",
+        help="start OUT afresh instead of appending the pairs it lacks; with --export "
+        "llamafactory, also replace an entry of the same name in dataset_info.json that was "
+        "not exported from OUT",
     )
     parser.add_argument(
         "--export",
@@ -86,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--export-dir", help="where exports are written (default: the folder of --out)"
     )
+    parser.add_argument(
+        "--dataset-name",
+        metavar="NAME",
+        help="the exported dataset's name: the prefix of every export's files and the "
+        "llamafactory entry in dataset_info.json (default: the stem of --out)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bpo.errors import ConfigError, ErrorPolicy
-    from bpo.exports import export_pairs
+    from bpo.exports import check_llamafactory_export, export_pairs
     from bpo.pairs import build_pairs, parse_mix, print_stats
 
     if args.lexicon and not args.require_absent_object:
@@ -126,13 +134,20 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     export_dir = Path(args.export_dir) if args.export_dir else Path(args.out).parent
-    for name in dict.fromkeys(args.export):
+    if "llamafactory" in args.export:
+        # Refused before any export is written, not after the others.
+        check_llamafactory_export(
+            args.out, export_dir, name=args.dataset_name, overwrite=args.overwrite
+        )
+    for export_format in dict.fromkeys(args.export):
         result = export_pairs(
-            name,
+            export_format,
             args.out,
             export_dir,
+            name=args.dataset_name,
             image_root=args.image_root,
             policy=ErrorPolicy(args.on_error),
+            overwrite=args.overwrite,
         )
         print(result.summary(), file=sys.stderr)
     return 0
