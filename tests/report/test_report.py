@@ -191,11 +191,44 @@ def test_any_subset_of_stages_makes_a_report(tiny_run: Path, tmp_path: Path) -> 
     ]
     assert {card.header.split(" · ")[0] for card in cards} == {row["id"] for row in negatives}
 
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert "No training metrics found" in write_report(empty).read_text()
-    with pytest.raises(ConfigError, match="run directory not found"):
-        write_report(tmp_path / "missing")
+    # Only evaluation results: still a run (the training section says what it lacks).
+    only_eval = tmp_path / "only-eval"
+    shutil.copytree(tiny_run / "eval", only_eval / "eval")
+    assert "No training metrics found" in write_report(only_eval).read_text()
+
+
+def _not_a_run(path: Path, kind: str) -> None:
+    if kind == "empty":
+        path.mkdir()
+    elif kind == "images-and-recipe":  # neither is a stage's output
+        (path / "data" / "images").mkdir(parents=True)
+        (path / "config.yaml").write_text("seed: 0\n")
+    elif kind == "file":
+        path.write_text("not a folder")
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("empty", "is not a bpo run: no samples, negatives, pairs"),
+        ("images-and-recipe", "is not a bpo run"),
+        ("file", "is a file, not a run folder"),
+        ("missing", "run folder not found"),
+    ],
+)
+def test_a_folder_that_is_no_run_is_refused_in_one_line_and_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, message: str
+) -> None:
+    target = tmp_path / "target"
+    _not_a_run(target, kind)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match=message):
+        write_report(target)
+    assert main(["report", str(target), "--out", str(tmp_path / "report.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bpo report: error: ") and message in err and str(target) in err
+    assert err.count("\n") == 1
+    assert sorted(tmp_path.rglob("*")) == before  # no report, no temporary file
 
 
 def test_gallery_respects_its_sample_size_and_byte_budget(tiny_run: Path, tmp_path: Path) -> None:

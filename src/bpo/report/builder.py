@@ -85,7 +85,8 @@ def write_report(
         The path of the report.
 
     Raises:
-        ConfigError: `run_dir` is not a directory, or bad options.
+        ConfigError: `run_dir` is not a directory or holds no stage's output (then
+            nothing is written), or bad options.
         RecordError: a bad record, under ``on_error="raise"``.
     """
     options = options or ReportOptions()
