@@ -47,6 +47,15 @@ COOCCURRENCE = {
     "s-rocket": HOSTILE,
 }
 
+POPE_QUESTIONS = [
+    ("chelsea.png", "cat", "yes"), ("coffee.png", "cup", "yes"), ("coffee.png", "spoon", "yes"),
+    ("chelsea.png", "dog", "no"), ("coffee.png", "fork", "no"), ("rocket.png", "person", "no"),
+]  # fmt: skip
+POPE_ANSWERS = {
+    "base": ["Yes."] * 6,
+    "bpo": ["Yes.", "Yes.", "No.", "No.", "No.", "Yes."],
+}
+
 
 def write_jsonl(path: Path, rows: Sequence[Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +65,8 @@ def write_jsonl(path: Path, rows: Sequence[Any]) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, photo_by_name: Any) -> Path:
-    """A run directory with every stage: samples, negatives, pairs, metrics, two CHAIR evals."""
+    """A run directory with every stage: samples, negatives, pairs, metrics, and the base
+    and BPO models' CHAIR and POPE evaluations, named as `bpo run` names them."""
     run = tmp_path_factory.mktemp("run")
     images = run / "data" / "images"
     images.mkdir(parents=True)
@@ -141,7 +151,22 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, photo_by_name: Any) -> Pa
             [{"id": item_id, "answer": text} for item_id, text in by_id.items()],
         )
         argv = ["eval", "--bench", "chair", "--data", str(chair_data)]
-        assert (
-            main([*argv, "--predictions", str(predictions), "--out", str(run / "eval" / name)]) == 0
+        out = run / "eval" / f"{name}-chair"
+        assert main([*argv, "--predictions", str(predictions), "--out", str(out)]) == 0
+    # One POPE split: the base model says yes to everything (yes-ratio 1.0), the BPO
+    # model answers 4 of 6 right with a yes-ratio of 0.5.
+    questions = [
+        {"question_id": i, "image": image, "text": f"Is there a {thing} in the image?",
+         "label": label}
+        for i, (image, thing, label) in enumerate(POPE_QUESTIONS)
+    ]  # fmt: skip
+    pope_data = write_jsonl(tmp_path_factory.mktemp("pope") / "coco_pope_random.json", questions)
+    for name, said in POPE_ANSWERS.items():
+        predictions = write_jsonl(
+            tmp_path_factory.mktemp("answers") / "answers.jsonl",
+            [{"id": f"random/{i}", "answer": text} for i, text in enumerate(said)],
         )
+        argv = ["eval", "--bench", "pope", "--data", str(pope_data)]
+        out = run / "eval" / f"{name}-pope"
+        assert main([*argv, "--predictions", str(predictions), "--out", str(out)]) == 0
     return run

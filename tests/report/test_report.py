@@ -138,17 +138,17 @@ def test_data_section_counts_kept_and_dropped_as_the_stats_file(
 
 def test_evaluation_table_agrees_with_bpo_eval_compare(report: str, tiny_run: Path) -> None:
     base, bpo = (
-        tiny_run / "eval" / "base" / "results.json",
-        tiny_run / "eval" / "bpo" / "results.json",
+        tiny_run / "eval" / "base-chair" / "results.json",
+        tiny_run / "eval" / "bpo-chair" / "results.json",
     )
     printed = {
         line.split()[0]: line.split()[1:]
         for line in compare_results([base, bpo]).splitlines()
         if line and line.split()[0] in ("chair_s", "chair_i", "recall")
     }
-    rows = find_table(parse_report(report), "metric", "bpo")
+    rows = find_table(parse_report(report), "metric", "bpo-chair")
     shown = {row[0]: row[1:] for row in rows[1:]}
-    assert rows[0][1:3] == ["base", "bpo"]  # the baseline comes first
+    assert rows[0][1:3] == ["base-chair", "bpo-chair"]  # the baseline comes first
     for name, values in printed.items():
         assert shown[name] == values
     # CHAIR examples: the hallucinated objects of the base run are marked.
@@ -156,6 +156,79 @@ def test_evaluation_table_agrees_with_bpo_eval_compare(report: str, tiny_run: Pa
     for caption in details:
         for surface, _category in caption["hallucinated"]:
             assert f"<mark>{html.escape(surface)}</mark>" in report
+
+
+def _change_class(page: str, metric: str) -> str:
+    """The CSS class of the change cell (the last column) of `metric`'s row."""
+    parsed = parse_report(page)
+    for rows, classes in zip(parsed.tables, parsed.classes, strict=True):
+        for row, css in zip(rows, classes, strict=True):
+            if row[0] == metric:
+                return css[-1]
+    raise AssertionError(f"no row {metric!r}")
+
+
+def _edit_results(run: Path, folder: str, edit: dict[str, float]) -> None:
+    """Set dotted metrics of ``eval/<folder>/results.json`` (``"random.yes_ratio": 0.9``)."""
+    path = run / "eval" / folder / "results.json"
+    results = json.loads(path.read_text())
+    for dotted, value in edit.items():
+        *parents, last = dotted.split(".")
+        target = results["metrics"]
+        for part in parents:
+            target = target[part]
+        target[last] = value
+    path.write_text(json.dumps(results))
+
+
+def test_changes_are_coloured_by_whether_they_are_better(
+    report: str, tiny_run: Path, tmp_path: Path
+) -> None:
+    # The fixture: BPO cut CHAIR and brought POPE's yes-ratio from 1.0 down to 0.5.
+    assert _change_class(report, "chair_s") == "better num"
+    assert _change_class(report, "random.accuracy") == "better num"
+    assert _change_class(report, "random.yes_ratio") == "better num"  # lower, and better
+    assert _change_class(report, "random.n") == "num"  # a count: neutral
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    _edit_results(run, "base-pope", {"random.yes_ratio": 0.55})
+    _edit_results(run, "bpo-pope", {"random.yes_ratio": 0.9})
+    page = write_report(run).read_text()
+    assert _change_class(page, "random.yes_ratio") == "worse num"  # away from 0.5: not green
+    _edit_results(run, "base-pope", {"random.yes_ratio": 0.2})
+    _edit_results(run, "bpo-pope", {"random.yes_ratio": 0.45})
+    assert _change_class(write_report(run).read_text(), "random.yes_ratio") == "better num"
+
+
+def test_missing_values_show_a_dash_never_a_question_mark(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    # Results without counts, CHAIR captions without their objects, a distortion
+    # without its seed, a stats entry without its negatives count.
+    for path in (run / "eval").glob("*/results.json"):
+        results = json.loads(path.read_text())
+        results.pop("counts")
+        for caption in results.get("details", {}).get("captions", []):
+            caption.pop("objects", None)
+        path.write_text(json.dumps(results))
+    negatives = run / "negatives" / "image_weakening.jsonl"
+    rows = [json.loads(line) for line in negatives.read_text().splitlines()]
+    for row in rows:
+        row["params"]["distortion"].pop("seed")
+    write_jsonl(negatives, rows)
+    stats = json.loads((run / "pairs.stats.json").read_text())
+    del stats["strategies"]["cooccurrence"]["negatives"]
+    (run / "pairs.stats.json").write_text(json.dumps(stats))
+    _edit_results(run, "bpo-chair", {"chair_s": None})  # type: ignore[dict-item]
+
+    page = write_report(run).read_text()
+    text = parse_report(page).text  # records' prompts left out: they may ask questions
+    assert "?" not in text and "None" not in text
+    assert "seed not recorded" in text
+    counts = find_table(parse_report(page), "strategy", "kept")
+    assert next(row for row in counts if row[0] == "cooccurrence")[1] == "—"
+    chair = {row[0]: row for row in find_table(parse_report(page), "metric", "bpo-chair")}
+    assert chair["chair_s"][2:] == ["—", "—"]  # the value and the change
 
 
 def test_training_table_has_first_and_last_values(report: str, tiny_run: Path) -> None:

@@ -25,7 +25,7 @@ from bpo.fsio import write_text
 from bpo.report.dataset import DataCounts, read_stats, render_data
 from bpo.report.evaluation import render_evaluation
 from bpo.report.gallery import BottomKSampler, GalleryItem, attach_params, render_gallery
-from bpo.report.html import Section, escape, note, page, table, truncate
+from bpo.report.html import MISSING, Section, escape, note, page, table, truncate
 from bpo.report.layout import RunFiles, find_run_files
 from bpo.report.training import render_training
 
@@ -204,7 +204,7 @@ def _gallery(
 def _overview(files: RunFiles, counts: DataCounts, policy: ErrorPolicy) -> str:
     def shown(paths: list[Path] | Path | None) -> str:
         if paths is None or paths == []:
-            return "-"
+            return MISSING
         paths = paths if isinstance(paths, list) else [paths]
         # Relative to the run folder where inside it (a recipe's samples may be elsewhere).
         return ", ".join(
@@ -220,7 +220,7 @@ def _overview(files: RunFiles, counts: DataCounts, policy: ErrorPolicy) -> str:
         ["pairs stats", shown(files.pair_stats)],
         ["training metrics", shown(files.metrics)],
         ["evaluation results", shown(files.results)],
-        ["image roots", ", ".join(str(root) for root in files.image_roots) or "-"],
+        ["image roots", ", ".join(str(root) for root in files.image_roots) or MISSING],
     ]
     parts = [table(["stage", "files found"], rows)]
     if policy.total:

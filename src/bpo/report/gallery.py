@@ -272,8 +272,13 @@ def _image(thumbnail: Thumbnail, caption: str) -> str:
 
 
 def _distortion_label(distortion: Mapping[str, Any] | None) -> str:
+    """``diffusion step=700, seed 3``: what made the weakened image, no "None" for a gap."""
     if not distortion:
         return ""
     params = distortion.get("params")
     shown = ", ".join(f"{k}={v}" for k, v in params.items()) if isinstance(params, dict) else ""
-    return f"{distortion.get('kind')}{f' {shown}' if shown else ''}, seed {distortion.get('seed')}"
+    kind = distortion.get("kind") or "distortion"
+    # `thumbnails.weaken` falls back on seed 0; the caption says the record had none.
+    seed = distortion.get("seed")
+    seed_text = f"seed {seed}" if seed is not None else "seed not recorded"
+    return f"{kind}{f' {shown}' if shown else ''}, {seed_text}"

@@ -13,6 +13,10 @@ import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+# What the page shows for a value that is missing: never "?" or "None", which read as
+# a value (or a bug); the text around it says what is missing where that matters.
+MISSING = "—"
+
 
 def escape(value: object) -> str:
     """`value` as HTML text, quotes included (safe in element content and attributes)."""
@@ -57,7 +61,7 @@ def table(
         if classes is not None
         else [[""] * len(headers)] * len(body)
     )
-    # Columns of numbers only ("-" for a missing one) are right-aligned, header included.
+    # Columns of numbers only (MISSING for a missing one) are right-aligned, header included.
     numeric = [bool(body) and all(_numeric(row[i]) for row in body) for i in range(len(headers))]
     head = "".join(
         f'<th class="num">{escape(name)}</th>' if number else f"<th>{escape(name)}</th>"
@@ -79,8 +83,8 @@ def table(
 
 
 def _numeric(cell: str) -> bool:
-    """Whether a cell reads as a number, or is "-" (a number missing)."""
-    if cell == "-":
+    """Whether a cell reads as a number, or is MISSING (a number missing)."""
+    if cell == MISSING:
         return True
     try:
         float(cell.replace("−", "-"))
