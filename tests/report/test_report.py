@@ -200,6 +200,37 @@ def test_changes_are_coloured_by_whether_they_are_better(
     assert _change_class(write_report(run).read_text(), "random.yes_ratio") == "better num"
 
 
+def test_pope_shows_overall_only_when_it_pools_several_splits(
+    report: str, tiny_run: Path, tmp_path: Path
+) -> None:
+    rows = find_table(parse_report(report), "metric", "bpo-pope")
+    names = [row[0] for row in rows[1:]]
+    assert "random.accuracy" in names and "random.yes_ratio" in names
+    assert not any(name.startswith("overall.") for name in names)  # the same numbers again
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    for folder in ("base-pope", "bpo-pope"):
+        path = run / "eval" / folder / "results.json"
+        results = json.loads(path.read_text())
+        results["metrics"]["popular"] = results["metrics"]["random"]
+        path.write_text(json.dumps(results))
+    rows = find_table(parse_report(write_report(run).read_text()), "metric", "bpo-pope")
+    names = [row[0] for row in rows[1:]]
+    assert {"random.f1", "popular.f1", "overall.f1"} <= set(names)
+
+
+def test_the_base_model_comes_first_whatever_its_date(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    path = run / "eval" / "base-chair" / "results.json"
+    results = json.loads(path.read_text())
+    results["created"] = "2999-01-01T00:00:00+00:00"  # evaluated after the BPO model
+    path.write_text(json.dumps(results))
+    rows = find_table(parse_report(write_report(run).read_text()), "metric", "bpo-chair")
+    assert rows[0][1:] == ["base-chair", "bpo-chair", "bpo-chair − base-chair"]
+
+
 def test_missing_values_show_a_dash_never_a_question_mark(tiny_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

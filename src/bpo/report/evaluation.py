@@ -55,8 +55,20 @@ class EvalRun:
     results: dict[str, Any]
 
     @property
+    def bench(self) -> str:
+        return str(self.results.get("bench", "results"))
+
+    @property
     def metrics(self) -> dict[str, float]:
-        return flatten(self.results["metrics"])
+        """The dotted metrics, without POPE's ``overall`` when it repeats a lone split."""
+        metrics = self.results["metrics"]
+        if self.bench == "pope":
+            splits = [k for k, v in metrics.items() if isinstance(v, dict) and k != "overall"]
+            # `score_pope_splits` pools every split into "overall": with one split
+            # (and so no "mean") it is the same numbers under a second name.
+            if len(splits) == 1 and splits[0] != "mean":
+                metrics = {k: v for k, v in metrics.items() if k != "overall"}
+        return flatten(metrics)
 
 
 def load_runs(paths: Sequence[Path], root: Path) -> tuple[dict[str, list[EvalRun]], list[str]]:
@@ -73,13 +85,18 @@ def load_runs(paths: Sequence[Path], root: Path) -> tuple[dict[str, list[EvalRun
             run.label = str(run.path.parent.relative_to(root))
     by_bench: dict[str, list[EvalRun]] = {}
     for run in sorted(runs, key=_order):
-        by_bench.setdefault(str(run.results.get("bench", "results")), []).append(run)
+        by_bench.setdefault(run.bench, []).append(run)
     return by_bench, unreadable
 
 
 def _order(run: EvalRun) -> tuple[bool, str, str]:
-    name = run.path.parent.name.lower()
-    return name not in BASELINE_NAMES, str(run.results.get("created", "")), run.label
+    return not is_baseline(run), str(run.results.get("created", "")), run.label
+
+
+def is_baseline(run: EvalRun) -> bool:
+    """Whether the run's folder names a baseline: ``base``, or ``base-pope`` as `bpo run` names it."""
+    name = run.path.parent.name.lower().removesuffix(f"-{run.bench.lower()}")
+    return name in BASELINE_NAMES
 
 
 def render_evaluation(
