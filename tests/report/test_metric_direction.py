@@ -39,7 +39,7 @@ def test_judge(name: str, before: float | None, after: float | None, expected: s
 
 
 def test_rule_says_how_a_metric_is_judged() -> None:
-    assert rule("random.yes_ratio") == "closer to 0.5 is better"
-    assert rule("chair_i") == "lower is better"
-    assert rule("overall.accuracy") == "higher is better"
+    assert rule("random.yes_ratio") == "closer to 0.5"
+    assert rule("chair_i") == "lower"
+    assert rule("overall.accuracy") == "higher"
     assert rule("random.tp") is None

@@ -24,7 +24,7 @@ from bpo.report.thumbnails import encode, weaken
 from .conftest import HOSTILE, write_jsonl
 from .pages import find_table, parse_report
 
-SECTIONS = ("overview", "pairs", "data", "training", "evaluation")
+SECTIONS = ("headline", "overview", "pairs", "data", "training", "evaluation")
 
 
 def _strip_marks(fragment: str) -> str:

@@ -23,8 +23,9 @@ from bpo.data.records import Negative, Pair, Sample
 from bpo.errors import ConfigError, ErrorPolicy
 from bpo.fsio import write_text
 from bpo.report.dataset import DataCounts, read_stats, render_data
-from bpo.report.evaluation import render_evaluation
+from bpo.report.evaluation import load_runs, render_evaluation
 from bpo.report.gallery import BottomKSampler, GalleryItem, attach_params, render_gallery
+from bpo.report.headline import render_headline
 from bpo.report.html import MISSING, Section, escape, note, page, table, truncate
 from bpo.report.layout import RunFiles, find_run_files
 from bpo.report.training import render_training
@@ -123,6 +124,7 @@ def build_page(files: RunFiles, options: ReportOptions, policy: ErrorPolicy) -> 
         counts.samples = sum(1 for _ in read_samples(files.samples, policy=policy))
 
     totals = dict(counts.pairs) if files.pairs is not None else dict(counts.negatives)
+    evaluations, unreadable = load_runs(files.results, files.root)
     sections = [
         Section("pairs", "Pairs gallery", _gallery(sample, totals, files, options)),
         Section("data", "Data", render_data(counts, read_stats(files.pair_stats))),
@@ -130,10 +132,15 @@ def build_page(files: RunFiles, options: ReportOptions, policy: ErrorPolicy) -> 
         Section(
             "evaluation",
             "Evaluation",
-            render_evaluation(files.results, files.root, files.image_roots, policy),
+            render_evaluation(evaluations, unreadable, files.image_roots, policy),
         ),
     ]
-    sections.insert(0, Section("overview", "Run", _overview(files, counts, policy)))
+    # What the run changed comes first, then the run's files; the overview is made
+    # last so that its count of skipped records covers every section's reading.
+    sections[:0] = [
+        Section("headline", "Before and after", render_headline(evaluations)),
+        Section("overview", "Run", _overview(files, counts, policy)),
+    ]
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return page(f"bpo report: {files.root.resolve().name}", f"{files.root} · {created}", sections)
 

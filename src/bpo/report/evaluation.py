@@ -100,12 +100,14 @@ def is_baseline(run: EvalRun) -> bool:
 
 
 def render_evaluation(
-    files: Sequence[Path], root: Path, image_roots: Sequence[Path | None], policy: ErrorPolicy
+    by_bench: Mapping[str, Sequence[EvalRun]],
+    unreadable: Sequence[str],
+    image_roots: Sequence[Path | None],
+    policy: ErrorPolicy,
 ) -> str:
-    """The Evaluation section's HTML."""
-    if not files:
+    """The Evaluation section's HTML for the runs `load_runs` read."""
+    if not by_bench and not unreadable:
         return note("No evaluation results found (looked for eval/*/results.json).")
-    by_bench, unreadable = load_runs(files, root)
     parts = [render_bench(bench, runs, image_roots, policy) for bench, runs in by_bench.items()]
     parts += [note(f"not read: {reason}") for reason in unreadable]
     return "".join(parts)

@@ -59,12 +59,13 @@ def judge(name: str, before: float | None, after: float | None) -> Direction:
 
 
 def rule(name: str) -> str | None:
-    """How metric `name` is judged, in words (None when it is not)."""
+    """When metric `name` is better, in words: "lower", "higher", "closer to 0.5" (None
+    when its direction is unknown)."""
     last = name.rsplit(".", 1)[-1]
     if last in TARGETS:
-        return f"closer to {TARGETS[last]:g} is better"
+        return f"closer to {TARGETS[last]:g}"
     if last in HIGHER_IS_BETTER:
-        return "higher is better"
+        return "higher"
     if last in LOWER_IS_BETTER:
-        return "lower is better"
+        return "lower"
     return None
