@@ -118,6 +118,14 @@ def test_gallery_shows_each_kept_pair_with_the_weakened_image_made_again(
             )
 
 
+def test_every_strategys_gallery_is_open(report: str) -> None:
+    galleries = re.findall(r'<details class="strategy" [^>]*data-strategy="([^"]+)" open>', report)
+    assert galleries == ["cooccurrence", "image-weakening"]
+    # Each strategy's first page is the one shown without a target (see html.STYLE).
+    firsts = re.findall(r'<div class="gallery-page first" [^>]*data-strategy="([^"]+)"', report)
+    assert firsts == galleries
+
+
 def test_data_section_counts_kept_and_dropped_as_the_stats_file(
     report: str, tiny_run: Path
 ) -> None:

@@ -11,9 +11,10 @@ Each card shows the original image, the weakened image the negative came from
 a word-level diff (`word_diff`): what the rejected response added or changed is
 highlighted in it, what it lost is struck through in the chosen one.
 
-The page is static: one block per page of cards, hidden unless it is the
-``:target`` (see `bpo.report.html.STYLE`); the strategy filter and the pager
-are plain links.
+The page is static: every strategy's gallery is open (a ``<details open>``, which a
+reader may fold), each showing its first page of cards; its other pages show when
+they are the ``:target`` of the pager's plain links (see `bpo.report.html.STYLE`).
+No strategy hides behind a tab: comparing them is the point.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def render_gallery(
     page_size: int,
     max_bytes: int,
 ) -> tuple[str, int]:
-    """The gallery's HTML: strategy links, then each strategy's cards, paged.
+    """The gallery's HTML: links to each strategy, then each strategy's cards, paged.
 
     Cards are rendered round-robin across strategies until `max_bytes` of HTML is
     reached, so that no run (many strategies, huge images or texts) can make the
@@ -186,36 +187,49 @@ def render_gallery(
         cards[strategy].append(card)
         size += len(card)
     shown = sum(len(values) for values in cards.values())
-    links, pages = [], []
+    links, strategies = [], []
     for strategy_index, (strategy, strategy_cards) in enumerate(cards.items()):
-        count = max(1, -(-len(strategy_cards) // page_size))
-        anchors = [f"pairs-{strategy_index}-{page + 1}" for page in range(count)]
-        links.append(f'<a href="#{anchors[0]}">{escape(strategy)} ({totals.get(strategy, 0)})</a>')
-        for page in range(count):
-            pager = " ".join(
-                f'<a href="#{anchor}"{" class=current" if number == page + 1 else ""}>{number}</a>'
-                for number, anchor in enumerate(anchors, 1)
-            )
-            first = " first" if strategy_index == 0 and page == 0 else ""
-            heading = (
-                f'<h3>{escape(strategy)} <span class="count">page {page + 1} of {count}: '
-                f"{len(strategy_cards)} of {totals.get(strategy, 0)} pairs shown</span></h3>"
-            )
-            body = "".join(strategy_cards[page * page_size : (page + 1) * page_size])
-            if not body:
-                body = '<p class="note">no card: the gallery reached its size limit first.</p>'
-            pages.append(
-                f'<div class="gallery-page{first}" id="{anchors[page]}" '
-                f'data-strategy="{escape(strategy)}">{heading}'
-                f'<nav class="pager">pages: {pager}</nav>{body}</div>'
-            )
+        total = totals.get(strategy, 0)
+        anchor = f"pairs-{strategy_index}"
+        links.append(f'<a href="#{anchor}">{escape(strategy)} ({total})</a>')
+        strategies.append(
+            f'<details class="strategy" id="{anchor}" data-strategy="{escape(strategy)}" open>'
+            f'<summary><h3>{escape(strategy)} <span class="count">{len(strategy_cards)} of '
+            f"{total} pairs shown</span></h3></summary>"
+            f"{_pages(anchor, strategy, strategy_cards, page_size)}</details>"
+        )
     legend = (
         '<p class="legend">In the rejected response, <ins>highlighted</ins> words are what it '
         "added or changed; in the chosen one, <del>struck</del> words are what it lost.</p>"
     )
-    filters = f'<nav class="filters">strategy: {"".join(links)}</nav>'
-    html = f'{legend}{filters}<div class="gallery">{"".join(pages)}</div>'
+    filters = f'<nav class="filters">go to: {"".join(links)}</nav>'
+    html = f'{legend}{filters}<div class="gallery">{"".join(strategies)}</div>'
     return html, shown
+
+
+def _pages(anchor: str, strategy: str, cards: Sequence[str], page_size: int) -> str:
+    """One strategy's cards in pages: its first page shows until another of its pages
+    is the ``:target`` (see `bpo.report.html.STYLE`)."""
+    count = max(1, -(-len(cards) // page_size))
+    anchors = [f"{anchor}-{page + 1}" for page in range(count)]
+    pages = []
+    for page in range(count):
+        pager = ""
+        if count > 1:
+            numbers = " ".join(
+                f'<a href="#{target}"{" class=current" if number == page + 1 else ""}>{number}</a>'
+                for number, target in enumerate(anchors, 1)
+            )
+            pager = f'<nav class="pager">page {page + 1} of {count}: {numbers}</nav>'
+        body = "".join(cards[page * page_size : (page + 1) * page_size])
+        if not body:
+            body = '<p class="note">no card: the gallery reached its size limit first.</p>'
+        first = " first" if page == 0 else ""
+        pages.append(
+            f'<div class="gallery-page{first}" id="{anchors[page]}" '
+            f'data-strategy="{escape(strategy)}">{pager}{body}</div>'
+        )
+    return "".join(pages)
 
 
 def _round_robin(sample: Mapping[str, Sequence[GalleryItem]]) -> Iterator[tuple[str, GalleryItem]]:

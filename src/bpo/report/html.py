@@ -2,8 +2,8 @@
 
 Every piece of text that comes from a run (records, file names, metric names,
 settings) is untrusted and goes through `escape` before it reaches the page.
-The page is static HTML and CSS: the pairs gallery's strategy filter and pages
-are anchors styled with ``:target``, so nothing needs JavaScript, and the page
+The page is static HTML and CSS: the pairs gallery's pages are anchors styled
+with ``:target``, so nothing needs JavaScript, and the page
 makes no network request (images are data URIs, the style is inline).
 """
 
@@ -105,9 +105,9 @@ def note(text: str) -> str:
 
 
 # Plain and readable: system fonts, one column up to 1200 px, tables with light rules.
-# The gallery's pages: every page is hidden but the :target one; with no target,
-# the first page of the first strategy shows (`:has` needs Chromium 105 / Firefox 121;
-# older browsers show the first page and the targeted one).
+# The gallery's pages: in each strategy, the first page shows, and another page
+# replaces it when it is the :target (`:has` needs Chromium 105 / Firefox 121; older
+# browsers show the first page and the targeted one).
 STYLE = """
 :root { --fg: #1d2330; --muted: #5b6474; --line: #d9dde5; --bg: #f7f8fa;
   --ins: #ffd9d2; --del: #d6ecff; --good: #1d7a36; --bad: #b3261e; }
@@ -139,8 +139,11 @@ pre { background: var(--bg); padding: 10px; overflow-x: auto; font-size: 13px; }
 .pager a.current { background: var(--fg); color: #fff; }
 .gallery-page { display: none; }
 .gallery-page.first, .gallery-page:target { display: block; }
-.gallery:has(.gallery-page:target) .gallery-page.first:not(:target) { display: none; }
-.gallery-page > h3 .count { color: var(--muted); font-weight: normal; font-size: 14px; }
+details.strategy:has(.gallery-page:target) .gallery-page.first:not(:target) { display: none; }
+details.strategy { margin-top: 18px; }
+details.strategy > summary { cursor: pointer; }
+details.strategy > summary h3 { display: inline; }
+details.strategy > summary .count { color: var(--muted); font-weight: normal; font-size: 14px; }
 article.pair { border: 1px solid var(--line); border-radius: 6px; padding: 10px 14px;
   margin: 12px 0; }
 article.pair > header { color: var(--muted); font-size: 13px; margin-bottom: 6px;
