@@ -6,8 +6,9 @@ strategy). It is uniform, needs one streaming pass, and depends only on the ids
 and the seed, not on the order of the file: the same run always shows the
 same pairs.
 
-Each card shows the original image, the weakened image the negative came from
-(for negatives with a distortion), the prompt, and chosen beside rejected with
+Each card shows the negative's provenance as one line (`bpo.report.provenance`),
+the original image, the weakened image the negative came from (for negatives
+with a distortion), the prompt, and chosen beside rejected with
 a word-level diff (`word_diff`): what the rejected response added or changed is
 highlighted in it, what it lost is struck through in the chosen one.
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import difflib
 import heapq
-import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +31,7 @@ from typing import Any
 from bpo.data.records import Message, Negative, Pair, Sample
 from bpo.pairs import stable_hash
 from bpo.report.html import escape, truncate
+from bpo.report.provenance import provenance_line
 from bpo.report.thumbnails import Thumbnail, thumbnails
 
 # Longest response or prompt shown, in characters; a record may be huge (untrusted
@@ -254,12 +255,9 @@ def render_card(item: GalleryItem, image_roots: Sequence[Path | None]) -> str:
     chosen, rejected = word_diff(
         truncate(item.chosen, MAX_TEXT_CHARS), truncate(item.rejected, MAX_TEXT_CHARS)
     )
-    params = ""
-    if item.params:
-        text = truncate(
-            json.dumps(item.params, ensure_ascii=False, sort_keys=True), MAX_PARAMS_CHARS
-        )
-        params = f" · params: <code>{escape(text)}</code>"
+    params = provenance_line(item.params, MAX_PARAMS_CHARS) if item.params else ""
+    if params:
+        params = f'<div class="provenance">{params}</div>'
     return (
         f'<article class="pair" data-strategy="{escape(item.strategy)}">'
         f"<header>{escape(item.id)} · {escape(item.strategy)}{params}</header>"

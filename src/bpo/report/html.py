@@ -148,6 +148,7 @@ article.pair { border: 1px solid var(--line); border-radius: 6px; padding: 10px 
   margin: 12px 0; }
 article.pair > header { color: var(--muted); font-size: 13px; margin-bottom: 6px;
   overflow-wrap: anywhere; }
+article.pair > header .provenance { color: var(--fg); font-size: 12px; }
 .images { display: flex; gap: 12px; flex-wrap: wrap; }
 .images figure { margin: 0; }
 .images img { width: 192px; height: auto; border: 1px solid var(--line); }
