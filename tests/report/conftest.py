@@ -63,6 +63,19 @@ def write_jsonl(path: Path, rows: Sequence[Any]) -> Path:
     return path
 
 
+def edit_results(run: Path, folder: str, edit: dict[str, float | None]) -> None:
+    """Set dotted metrics of ``eval/<folder>/results.json`` (``"random.yes_ratio": 0.9``)."""
+    path = run / "eval" / folder / "results.json"
+    results = json.loads(path.read_text())
+    for dotted, value in edit.items():
+        *parents, last = dotted.split(".")
+        target = results["metrics"]
+        for part in parents:
+            target = target[part]
+        target[last] = value
+    path.write_text(json.dumps(results))
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, photo_by_name: Any) -> Path:
     """A run directory with every stage: samples, negatives, pairs, metrics, and the base

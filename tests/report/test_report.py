@@ -16,12 +16,11 @@ from hypothesis import strategies as st
 from bpo.cli import main
 from bpo.data.images import load_image
 from bpo.errors import ConfigError, ErrorPolicy, RecordError
-from bpo.eval.compare import compare_results
 from bpo.report import ReportOptions, write_report
 from bpo.report.gallery import BottomKSampler, word_diff
 from bpo.report.thumbnails import encode, weaken
 
-from .conftest import HOSTILE, write_jsonl
+from .conftest import HOSTILE, edit_results, write_jsonl
 from .pages import find_table, parse_report
 
 SECTIONS = ("headline", "overview", "pairs", "data", "training", "evaluation")
@@ -144,101 +143,6 @@ def test_data_section_counts_kept_and_dropped_as_the_stats_file(
     assert any(stats["dropped"].values())  # the fixture drops pairs: the table shows reasons
 
 
-def test_evaluation_table_agrees_with_bpo_eval_compare(report: str, tiny_run: Path) -> None:
-    base, bpo = (
-        tiny_run / "eval" / "base-chair" / "results.json",
-        tiny_run / "eval" / "bpo-chair" / "results.json",
-    )
-    printed = {
-        line.split()[0]: line.split()[1:]
-        for line in compare_results([base, bpo]).splitlines()
-        if line and line.split()[0] in ("chair_s", "chair_i", "recall")
-    }
-    rows = find_table(parse_report(report), "metric", "bpo-chair")
-    shown = {row[0]: row[1:] for row in rows[1:]}
-    assert rows[0][1:3] == ["base-chair", "bpo-chair"]  # the baseline comes first
-    for name, values in printed.items():
-        assert shown[name] == values
-    # CHAIR examples: the hallucinated objects of the base run are marked.
-    details = json.loads(base.read_text())["details"]["captions"]
-    for caption in details:
-        for surface, _category in caption["hallucinated"]:
-            assert f"<mark>{html.escape(surface)}</mark>" in report
-
-
-def _change_class(page: str, metric: str) -> str:
-    """The CSS class of the change cell (the last column) of `metric`'s row."""
-    parsed = parse_report(page)
-    for rows, classes in zip(parsed.tables, parsed.classes, strict=True):
-        for row, css in zip(rows, classes, strict=True):
-            if row[0] == metric:
-                return css[-1]
-    raise AssertionError(f"no row {metric!r}")
-
-
-def _edit_results(run: Path, folder: str, edit: dict[str, float]) -> None:
-    """Set dotted metrics of ``eval/<folder>/results.json`` (``"random.yes_ratio": 0.9``)."""
-    path = run / "eval" / folder / "results.json"
-    results = json.loads(path.read_text())
-    for dotted, value in edit.items():
-        *parents, last = dotted.split(".")
-        target = results["metrics"]
-        for part in parents:
-            target = target[part]
-        target[last] = value
-    path.write_text(json.dumps(results))
-
-
-def test_changes_are_coloured_by_whether_they_are_better(
-    report: str, tiny_run: Path, tmp_path: Path
-) -> None:
-    # The fixture: BPO cut CHAIR and brought POPE's yes-ratio from 1.0 down to 0.5.
-    assert _change_class(report, "chair_s") == "better num"
-    assert _change_class(report, "random.accuracy") == "better num"
-    assert _change_class(report, "random.yes_ratio") == "better num"  # lower, and better
-    assert _change_class(report, "random.n") == "num"  # a count: neutral
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    _edit_results(run, "base-pope", {"random.yes_ratio": 0.55})
-    _edit_results(run, "bpo-pope", {"random.yes_ratio": 0.9})
-    page = write_report(run).read_text()
-    assert _change_class(page, "random.yes_ratio") == "worse num"  # away from 0.5: not green
-    _edit_results(run, "base-pope", {"random.yes_ratio": 0.2})
-    _edit_results(run, "bpo-pope", {"random.yes_ratio": 0.45})
-    assert _change_class(write_report(run).read_text(), "random.yes_ratio") == "better num"
-
-
-def test_pope_shows_overall_only_when_it_pools_several_splits(
-    report: str, tiny_run: Path, tmp_path: Path
-) -> None:
-    rows = find_table(parse_report(report), "metric", "bpo-pope")
-    names = [row[0] for row in rows[1:]]
-    assert "random.accuracy" in names and "random.yes_ratio" in names
-    assert not any(name.startswith("overall.") for name in names)  # the same numbers again
-
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    for folder in ("base-pope", "bpo-pope"):
-        path = run / "eval" / folder / "results.json"
-        results = json.loads(path.read_text())
-        results["metrics"]["popular"] = results["metrics"]["random"]
-        path.write_text(json.dumps(results))
-    rows = find_table(parse_report(write_report(run).read_text()), "metric", "bpo-pope")
-    names = [row[0] for row in rows[1:]]
-    assert {"random.f1", "popular.f1", "overall.f1"} <= set(names)
-
-
-def test_the_base_model_comes_first_whatever_its_date(tiny_run: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    path = run / "eval" / "base-chair" / "results.json"
-    results = json.loads(path.read_text())
-    results["created"] = "2999-01-01T00:00:00+00:00"  # evaluated after the BPO model
-    path.write_text(json.dumps(results))
-    rows = find_table(parse_report(write_report(run).read_text()), "metric", "bpo-chair")
-    assert rows[0][1:] == ["base-chair", "bpo-chair", "bpo-chair − base-chair"]
-
-
 def test_missing_values_show_a_dash_never_a_question_mark(tiny_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -258,7 +162,7 @@ def test_missing_values_show_a_dash_never_a_question_mark(tiny_run: Path, tmp_pa
     stats = json.loads((run / "pairs.stats.json").read_text())
     del stats["strategies"]["cooccurrence"]["negatives"]
     (run / "pairs.stats.json").write_text(json.dumps(stats))
-    _edit_results(run, "bpo-chair", {"chair_s": None})  # type: ignore[dict-item]
+    edit_results(run, "bpo-chair", {"chair_s": None})
 
     page = write_report(run).read_text()
     text = parse_report(page).text  # records' prompts left out: they may ask questions
