@@ -23,8 +23,8 @@ def test_image_weakening_params_read_as_the_issue_asks() -> None:
         "seed": 0,  # the same seed as the distortion's: said once
     }
     assert provenance_line(params, 600) == (
-        "model: llava-hf/llava-1.5-7b-hf · distortion: diffusion · step: 500 · backend: hf"
-        " · temperature: 1 · max_new_tokens: 256 · seed: 0"
+        "model: llava-hf/llava-1.5-7b-hf · distortion: diffusion · step: 500 · seed: 0"
+        " · backend: hf · temperature: 1 · max_new_tokens: 256"
     )
 
 

@@ -8,9 +8,9 @@ can scan what differs between two cards:
 
 - the model, then the distortion, come first, the rest in the record's order;
 - a nested object's entries are items of their own (``distortion: diffusion ·
-  step: 500``); an entry whose name a top-level key already has is shown once if
-  it holds the same value, and under its parent's name otherwise (``distortion
-  seed: 3``);
+  step: 500 · seed: 0``); one whose name a top-level key also has is said once,
+  where it first comes, if they hold the same value, and under its parent's
+  name otherwise (``distortion seed: 3``);
 - lists are joined with commas, ``{"from", "to"}`` objects read ``cat → dog``, other
   objects in lists ``key=value``;
 - empty values (null, "", [], {}) are left out: there is nothing to say about them.
@@ -33,7 +33,11 @@ def provenance_items(params: Mapping[str, Any]) -> list[tuple[str, str]]:
     keys += [key for key in params if key not in FIRST]
     items: list[tuple[str, str]] = []
     for key in keys:
-        items.extend(_items(str(key), params[key], params))
+        for item in _items(str(key), params[key], params):
+            # A top-level key's value, said already by a nested entry of that name.
+            if item[0] in params and item in items:
+                continue
+            items.append(item)
     return items
 
 
@@ -60,9 +64,7 @@ def _items(key: str, value: Any, top: Mapping[str, Any]) -> Iterator[tuple[str, 
             nested = {**inner, **nested}
     for name, entry in nested.items():
         name = str(name)
-        if name in top:
-            if _text(top[name]) == _text(entry):
-                continue  # the top-level item says it already
+        if name in top and _text(top[name]) != _text(entry):
             name = f"{key} {name}"
         yield from _items(name, entry, {})
 
