@@ -35,7 +35,7 @@ from bpo.report.thumbnails import encode, load_from_roots
 BASELINE_NAMES = ("base", "baseline", "before", "reference", "ref", "sft", "original")
 # The metrics of a benchmark's bar chart (fnmatch patterns on dotted names); other
 # benchmarks plot their metrics in [0, 1].
-HEADLINE = {
+BAR_CHART_METRICS = {
     "pope": ("*.accuracy", "*.f1"),
     "chair": ("chair_s", "chair_i", "recall"),
     "mmhal": ("average_score", "hallucination_rate"),
@@ -185,7 +185,7 @@ def _headline(
     def finite(name: str) -> bool:
         return any(math.isfinite(flat.get(name, math.nan)) for flat in flats)
 
-    patterns = HEADLINE.get(bench)
+    patterns = BAR_CHART_METRICS.get(bench)
     if patterns is not None:
         chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
     else:
