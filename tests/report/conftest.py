@@ -47,6 +47,15 @@ COOCCURRENCE = {
     "s-rocket": HOSTILE,
 }
 
+POPE_QUESTIONS = [
+    ("chelsea.png", "cat", "yes"), ("coffee.png", "cup", "yes"), ("coffee.png", "spoon", "yes"),
+    ("chelsea.png", "dog", "no"), ("coffee.png", "fork", "no"), ("rocket.png", "person", "no"),
+]  # fmt: skip
+POPE_ANSWERS = {
+    "base": ["Yes."] * 6,
+    "bpo": ["Yes.", "Yes.", "No.", "No.", "No.", "Yes."],
+}
+
 
 def write_jsonl(path: Path, rows: Sequence[Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,9 +63,23 @@ def write_jsonl(path: Path, rows: Sequence[Any]) -> Path:
     return path
 
 
+def edit_results(run: Path, folder: str, edit: dict[str, float | None]) -> None:
+    """Set dotted metrics of ``eval/<folder>/results.json`` (``"random.yes_ratio": 0.9``)."""
+    path = run / "eval" / folder / "results.json"
+    results = json.loads(path.read_text())
+    for dotted, value in edit.items():
+        *parents, last = dotted.split(".")
+        target = results["metrics"]
+        for part in parents:
+            target = target[part]
+        target[last] = value
+    path.write_text(json.dumps(results))
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, photo_by_name: Any) -> Path:
-    """A run directory with every stage: samples, negatives, pairs, metrics, two CHAIR evals."""
+    """A run directory with every stage: samples, negatives, pairs, metrics, and the base
+    and BPO models' CHAIR and POPE evaluations, named as `bpo run` names them."""
     run = tmp_path_factory.mktemp("run")
     images = run / "data" / "images"
     images.mkdir(parents=True)
@@ -113,7 +136,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, photo_by_name: Any) -> Pa
                 "loss": 0.6931 * 0.85**step,
                 "rewards/margins": 0.12 * step,
                 "rewards/accuracies": min(1.0, 0.5 + 0.06 * step),
-                "learning_rate": 5e-6,
+                # The rejected answers drop fast, the chosen ones a little too (displacement).
+                "logps/chosen": -40.0 - 0.5 * step,
+                "logps/rejected": -60.0 - 4.0 * step,
+                "grad_norm": 3.0 / step,
+                "learning_rate": 5e-6 * min(1.0, step / 4),  # a warm-up
             }
             for step in range(1, 11)
         ],
@@ -141,7 +168,22 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, photo_by_name: Any) -> Pa
             [{"id": item_id, "answer": text} for item_id, text in by_id.items()],
         )
         argv = ["eval", "--bench", "chair", "--data", str(chair_data)]
-        assert (
-            main([*argv, "--predictions", str(predictions), "--out", str(run / "eval" / name)]) == 0
+        out = run / "eval" / f"{name}-chair"
+        assert main([*argv, "--predictions", str(predictions), "--out", str(out)]) == 0
+    # One POPE split: the base model says yes to everything (yes-ratio 1.0), the BPO
+    # model answers 4 of 6 right with a yes-ratio of 0.5.
+    questions = [
+        {"question_id": i, "image": image, "text": f"Is there a {thing} in the image?",
+         "label": label}
+        for i, (image, thing, label) in enumerate(POPE_QUESTIONS)
+    ]  # fmt: skip
+    pope_data = write_jsonl(tmp_path_factory.mktemp("pope") / "coco_pope_random.json", questions)
+    for name, said in POPE_ANSWERS.items():
+        predictions = write_jsonl(
+            tmp_path_factory.mktemp("answers") / "answers.jsonl",
+            [{"id": f"random/{i}", "answer": text} for i, text in enumerate(said)],
         )
+        argv = ["eval", "--bench", "pope", "--data", str(pope_data)]
+        out = run / "eval" / f"{name}-pope"
+        assert main([*argv, "--predictions", str(predictions), "--out", str(out)]) == 0
     return run

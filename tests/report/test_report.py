@@ -16,15 +16,14 @@ from hypothesis import strategies as st
 from bpo.cli import main
 from bpo.data.images import load_image
 from bpo.errors import ConfigError, ErrorPolicy, RecordError
-from bpo.eval.compare import compare_results
 from bpo.report import ReportOptions, write_report
 from bpo.report.gallery import BottomKSampler, word_diff
 from bpo.report.thumbnails import encode, weaken
 
-from .conftest import HOSTILE, write_jsonl
+from .conftest import HOSTILE, edit_results, write_jsonl
 from .pages import find_table, parse_report
 
-SECTIONS = ("overview", "pairs", "data", "training", "evaluation")
+SECTIONS = ("headline", "overview", "pairs", "data", "training", "evaluation")
 
 
 def _strip_marks(fragment: str) -> str:
@@ -118,6 +117,14 @@ def test_gallery_shows_each_kept_pair_with_the_weakened_image_made_again(
             )
 
 
+def test_every_strategys_gallery_is_open(report: str) -> None:
+    galleries = re.findall(r'<details class="strategy" [^>]*data-strategy="([^"]+)" open>', report)
+    assert galleries == ["cooccurrence", "image-weakening"]
+    # Each strategy's first page is the one shown without a target (see html.STYLE).
+    firsts = re.findall(r'<div class="gallery-page first" [^>]*data-strategy="([^"]+)"', report)
+    assert firsts == galleries
+
+
 def test_data_section_counts_kept_and_dropped_as_the_stats_file(
     report: str, tiny_run: Path
 ) -> None:
@@ -136,26 +143,35 @@ def test_data_section_counts_kept_and_dropped_as_the_stats_file(
     assert any(stats["dropped"].values())  # the fixture drops pairs: the table shows reasons
 
 
-def test_evaluation_table_agrees_with_bpo_eval_compare(report: str, tiny_run: Path) -> None:
-    base, bpo = (
-        tiny_run / "eval" / "base" / "results.json",
-        tiny_run / "eval" / "bpo" / "results.json",
-    )
-    printed = {
-        line.split()[0]: line.split()[1:]
-        for line in compare_results([base, bpo]).splitlines()
-        if line and line.split()[0] in ("chair_s", "chair_i", "recall")
-    }
-    rows = find_table(parse_report(report), "metric", "bpo")
-    shown = {row[0]: row[1:] for row in rows[1:]}
-    assert rows[0][1:3] == ["base", "bpo"]  # the baseline comes first
-    for name, values in printed.items():
-        assert shown[name] == values
-    # CHAIR examples: the hallucinated objects of the base run are marked.
-    details = json.loads(base.read_text())["details"]["captions"]
-    for caption in details:
-        for surface, _category in caption["hallucinated"]:
-            assert f"<mark>{html.escape(surface)}</mark>" in report
+def test_missing_values_show_a_dash_never_a_question_mark(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    # Results without counts, CHAIR captions without their objects, a distortion
+    # without its seed, a stats entry without its negatives count.
+    for path in (run / "eval").glob("*/results.json"):
+        results = json.loads(path.read_text())
+        results.pop("counts")
+        for caption in results.get("details", {}).get("captions", []):
+            caption.pop("objects", None)
+        path.write_text(json.dumps(results))
+    negatives = run / "negatives" / "image_weakening.jsonl"
+    rows = [json.loads(line) for line in negatives.read_text().splitlines()]
+    for row in rows:
+        row["params"]["distortion"].pop("seed")
+    write_jsonl(negatives, rows)
+    stats = json.loads((run / "pairs.stats.json").read_text())
+    del stats["strategies"]["cooccurrence"]["negatives"]
+    (run / "pairs.stats.json").write_text(json.dumps(stats))
+    edit_results(run, "bpo-chair", {"chair_s": None})
+
+    page = write_report(run).read_text()
+    text = parse_report(page).text  # records' prompts left out: they may ask questions
+    assert "?" not in text and "None" not in text
+    assert "seed not recorded" in text
+    counts = find_table(parse_report(page), "strategy", "kept")
+    assert next(row for row in counts if row[0] == "cooccurrence")[1] == "—"
+    chair = {row[0]: row for row in find_table(parse_report(page), "metric", "bpo-chair")}
+    assert chair["chair_s"][2:] == ["—", "—"]  # the value and the change
 
 
 def test_training_table_has_first_and_last_values(report: str, tiny_run: Path) -> None:
@@ -191,11 +207,44 @@ def test_any_subset_of_stages_makes_a_report(tiny_run: Path, tmp_path: Path) -> 
     ]
     assert {card.header.split(" · ")[0] for card in cards} == {row["id"] for row in negatives}
 
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert "No training metrics found" in write_report(empty).read_text()
-    with pytest.raises(ConfigError, match="run directory not found"):
-        write_report(tmp_path / "missing")
+    # Only evaluation results: still a run (the training section says what it lacks).
+    only_eval = tmp_path / "only-eval"
+    shutil.copytree(tiny_run / "eval", only_eval / "eval")
+    assert "No training metrics found" in write_report(only_eval).read_text()
+
+
+def _not_a_run(path: Path, kind: str) -> None:
+    if kind == "empty":
+        path.mkdir()
+    elif kind == "images-and-recipe":  # neither is a stage's output
+        (path / "data" / "images").mkdir(parents=True)
+        (path / "config.yaml").write_text("seed: 0\n")
+    elif kind == "file":
+        path.write_text("not a folder")
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("empty", "is not a bpo run: no samples, negatives, pairs"),
+        ("images-and-recipe", "is not a bpo run"),
+        ("file", "is a file, not a run folder"),
+        ("missing", "run folder not found"),
+    ],
+)
+def test_a_folder_that_is_no_run_is_refused_in_one_line_and_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, message: str
+) -> None:
+    target = tmp_path / "target"
+    _not_a_run(target, kind)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match=message):
+        write_report(target)
+    assert main(["report", str(target), "--out", str(tmp_path / "report.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bpo report: error: ") and message in err and str(target) in err
+    assert err.count("\n") == 1
+    assert sorted(tmp_path.rglob("*")) == before  # no report, no temporary file
 
 
 def test_gallery_respects_its_sample_size_and_byte_budget(tiny_run: Path, tmp_path: Path) -> None:

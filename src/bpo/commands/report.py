@@ -2,11 +2,15 @@
 
 Reads whatever stages RUN_DIR holds (samples, negatives, pairs and their stats,
 training metrics, evaluation results) and writes a single HTML file, images
-embedded, that opens offline in any browser: a gallery of pairs (original and
-weakened image, prompt, chosen beside rejected with a word diff), kept and
-dropped counts and response lengths, training curves, and before/after tables
-of every benchmark. Inputs are streamed and the gallery is a seeded sample of
-pairs per strategy, so the page stays small for any size of run.
+embedded, that opens offline in any browser: first the base model against the
+BPO model on each benchmark's main metrics (changes green when better), then a
+gallery of pairs for every strategy (original and weakened image, provenance,
+prompt, chosen beside rejected with a word diff), kept and dropped counts and
+response lengths, training curves (loss, rewards, chosen and rejected
+log-probs, grad norm, learning rate), and every benchmark's metrics per run.
+Inputs are streamed and the gallery is a seeded sample of pairs per strategy,
+so the page stays small for any size of run. A folder with no stage's output
+is refused, and nothing is written.
 
 Bad records are skipped and counted by default (a report of a run in progress
 should not fail on its torn last line); --on-error raise stops at the first.

@@ -1,8 +1,10 @@
 """`bpo report`: one self-contained HTML page of a run.
 
-Sections: the pairs gallery (images, weakened images, chosen vs rejected with a
-word diff), the data (kept and dropped per reason, lengths), training curves
-and before/after evaluation tables. See `write_report`.
+Sections: the headline (base vs BPO on each benchmark's main metrics), the run's
+files, the pairs gallery (every strategy; images, weakened images, provenance,
+chosen vs rejected with a word diff), the data (kept and dropped per reason,
+lengths), training curves (loss, rewards, log-probs, grad norm, learning rate)
+and every evaluation's metrics. See `write_report`.
 """
 
 from bpo.report.builder import ReportOptions, build_page, write_report

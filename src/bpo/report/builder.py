@@ -23,9 +23,10 @@ from bpo.data.records import Negative, Pair, Sample
 from bpo.errors import ConfigError, ErrorPolicy
 from bpo.fsio import write_text
 from bpo.report.dataset import DataCounts, read_stats, render_data
-from bpo.report.evaluation import render_evaluation
+from bpo.report.evaluation import load_runs, render_evaluation
 from bpo.report.gallery import BottomKSampler, GalleryItem, attach_params, render_gallery
-from bpo.report.html import Section, escape, note, page, table, truncate
+from bpo.report.headline import render_headline
+from bpo.report.html import MISSING, Section, escape, note, page, table, truncate
 from bpo.report.layout import RunFiles, find_run_files
 from bpo.report.training import render_training
 
@@ -85,7 +86,8 @@ def write_report(
         The path of the report.
 
     Raises:
-        ConfigError: `run_dir` is not a directory, or bad options.
+        ConfigError: `run_dir` is not a directory or holds no stage's output (then
+            nothing is written), or bad options.
         RecordError: a bad record, under ``on_error="raise"``.
     """
     options = options or ReportOptions()
@@ -122,6 +124,7 @@ def build_page(files: RunFiles, options: ReportOptions, policy: ErrorPolicy) -> 
         counts.samples = sum(1 for _ in read_samples(files.samples, policy=policy))
 
     totals = dict(counts.pairs) if files.pairs is not None else dict(counts.negatives)
+    evaluations, unreadable = load_runs(files.results, files.root)
     sections = [
         Section("pairs", "Pairs gallery", _gallery(sample, totals, files, options)),
         Section("data", "Data", render_data(counts, read_stats(files.pair_stats))),
@@ -129,10 +132,15 @@ def build_page(files: RunFiles, options: ReportOptions, policy: ErrorPolicy) -> 
         Section(
             "evaluation",
             "Evaluation",
-            render_evaluation(files.results, files.root, files.image_roots, policy),
+            render_evaluation(evaluations, unreadable, files.image_roots, policy),
         ),
     ]
-    sections.insert(0, Section("overview", "Run", _overview(files, counts, policy)))
+    # What the run changed comes first, then the run's files; the overview is made
+    # last so that its count of skipped records covers every section's reading.
+    sections[:0] = [
+        Section("headline", "Before and after", render_headline(evaluations)),
+        Section("overview", "Run", _overview(files, counts, policy)),
+    ]
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return page(f"bpo report: {files.root.resolve().name}", f"{files.root} · {created}", sections)
 
@@ -203,7 +211,7 @@ def _gallery(
 def _overview(files: RunFiles, counts: DataCounts, policy: ErrorPolicy) -> str:
     def shown(paths: list[Path] | Path | None) -> str:
         if paths is None or paths == []:
-            return "-"
+            return MISSING
         paths = paths if isinstance(paths, list) else [paths]
         # Relative to the run folder where inside it (a recipe's samples may be elsewhere).
         return ", ".join(
@@ -219,7 +227,7 @@ def _overview(files: RunFiles, counts: DataCounts, policy: ErrorPolicy) -> str:
         ["pairs stats", shown(files.pair_stats)],
         ["training metrics", shown(files.metrics)],
         ["evaluation results", shown(files.results)],
-        ["image roots", ", ".join(str(root) for root in files.image_roots) or "-"],
+        ["image roots", ", ".join(str(root) for root in files.image_roots) or MISSING],
     ]
     parts = [table(["stage", "files found"], rows)]
     if policy.total:

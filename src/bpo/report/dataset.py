@@ -18,7 +18,7 @@ from typing import Any
 from bpo.data.records import Pair
 from bpo.pairs import REASONS, word_count
 from bpo.report import plots
-from bpo.report.html import escape, figure, note, table
+from bpo.report.html import MISSING, escape, figure, note, table
 
 
 @dataclass
@@ -127,14 +127,14 @@ def _per_strategy(counts: DataCounts, stats: dict[str, Any] | None) -> dict[str,
 
 
 def _count(value: Any) -> str:
-    return str(value) if isinstance(value, int) else "-"
+    return str(value) if isinstance(value, int) else MISSING
 
 
 def _lengths(counter: Counter[int]) -> list[str]:
     """Mean, median and max of a ``{value: count}`` histogram."""
     total = sum(counter.values())
     if not total:
-        return ["-"] * len(_SUMMARY)
+        return [MISSING] * len(_SUMMARY)
     mean = sum(value * n for value, n in counter.items()) / total
     ordered = sorted(counter.items())
     median = _median(ordered, total)

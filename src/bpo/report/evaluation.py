@@ -6,7 +6,8 @@ benchmark. Within a benchmark, runs named like a baseline (``base``,
 and each difference is ``run - first``, as `bpo eval compare` prints them
 (its `flatten`, `load_results` and `run_label` are used here, so the two show
 the same numbers). A difference is coloured when the metric has a known good
-direction (e.g. CHAIR lower, F1 higher).
+direction (`bpo.report.metric_direction`: CHAIR lower, F1 higher, POPE's
+yes-ratio closer to 0.5).
 
 For CHAIR, captions are shown with their hallucinated objects marked, from the
 per-caption details of ``results.json`` and the answers of ``predictions.jsonl``:
@@ -27,22 +28,14 @@ from bpo.data.jsonl import iter_jsonl
 from bpo.errors import BpoError, ConfigError, ErrorPolicy
 from bpo.eval.compare import flatten, format_value, load_results, run_label, setting_differences
 from bpo.report import plots
-from bpo.report.html import escape, figure, note, table, truncate
+from bpo.report.html import MISSING, escape, figure, note, table, truncate
+from bpo.report.metric_direction import judge
 from bpo.report.thumbnails import encode, load_from_roots
 
 BASELINE_NAMES = ("base", "baseline", "before", "reference", "ref", "sft", "original")
-# The good direction of a metric, by the last part of its dotted name.
-HIGHER_IS_BETTER = frozenset(
-    {"accuracy", "precision", "recall", "f1", "average_score", "cf_recall",
-     "normal_dependent_recall", "normal_recall"}
-)  # fmt: skip
-LOWER_IS_BETTER = frozenset(
-    {"chair_s", "chair_i", "hallucination_rate", "hallucinated_captions",
-     "hallucinated_mentions", "cf_absent_partner_rate", "partner_error_rate", "confusion_rate"}
-)  # fmt: skip
 # The metrics of a benchmark's bar chart (fnmatch patterns on dotted names); other
 # benchmarks plot their metrics in [0, 1].
-HEADLINE = {
+BAR_CHART_METRICS = {
     "pope": ("*.accuracy", "*.f1"),
     "chair": ("chair_s", "chair_i", "recall"),
     "mmhal": ("average_score", "hallucination_rate"),
@@ -62,8 +55,20 @@ class EvalRun:
     results: dict[str, Any]
 
     @property
+    def bench(self) -> str:
+        return str(self.results.get("bench", "results"))
+
+    @property
     def metrics(self) -> dict[str, float]:
-        return flatten(self.results["metrics"])
+        """The dotted metrics, without POPE's ``overall`` when it repeats a lone split."""
+        metrics = self.results["metrics"]
+        if self.bench == "pope":
+            splits = [k for k, v in metrics.items() if isinstance(v, dict) and k != "overall"]
+            # `score_pope_splits` pools every split into "overall": with one split
+            # (and so no "mean") it is the same numbers under a second name.
+            if len(splits) == 1 and splits[0] != "mean":
+                metrics = {k: v for k, v in metrics.items() if k != "overall"}
+        return flatten(metrics)
 
 
 def load_runs(paths: Sequence[Path], root: Path) -> tuple[dict[str, list[EvalRun]], list[str]]:
@@ -80,22 +85,29 @@ def load_runs(paths: Sequence[Path], root: Path) -> tuple[dict[str, list[EvalRun
             run.label = str(run.path.parent.relative_to(root))
     by_bench: dict[str, list[EvalRun]] = {}
     for run in sorted(runs, key=_order):
-        by_bench.setdefault(str(run.results.get("bench", "results")), []).append(run)
+        by_bench.setdefault(run.bench, []).append(run)
     return by_bench, unreadable
 
 
 def _order(run: EvalRun) -> tuple[bool, str, str]:
-    name = run.path.parent.name.lower()
-    return name not in BASELINE_NAMES, str(run.results.get("created", "")), run.label
+    return not is_baseline(run), str(run.results.get("created", "")), run.label
+
+
+def is_baseline(run: EvalRun) -> bool:
+    """Whether the run's folder names a baseline: ``base``, or ``base-pope`` as `bpo run` names it."""
+    name = run.path.parent.name.lower().removesuffix(f"-{run.bench.lower()}")
+    return name in BASELINE_NAMES
 
 
 def render_evaluation(
-    files: Sequence[Path], root: Path, image_roots: Sequence[Path | None], policy: ErrorPolicy
+    by_bench: Mapping[str, Sequence[EvalRun]],
+    unreadable: Sequence[str],
+    image_roots: Sequence[Path | None],
+    policy: ErrorPolicy,
 ) -> str:
-    """The Evaluation section's HTML."""
-    if not files:
+    """The Evaluation section's HTML for the runs `load_runs` read."""
+    if not by_bench and not unreadable:
         return note("No evaluation results found (looked for eval/*/results.json).")
-    by_bench, unreadable = load_runs(files, root)
     parts = [render_bench(bench, runs, image_roots, policy) for bench, runs in by_bench.items()]
     parts += [note(f"not read: {reason}") for reason in unreadable]
     return "".join(parts)
@@ -115,13 +127,14 @@ def render_bench(
     for name in names:
         values = [flat.get(name) for flat in flats]
         deltas = [_delta(value, values[0]) for value in values[1:]]
-        rows.append([name, *(format_value(v) for v in values), *(_signed(d) for d in deltas)])
-        classes.append(["", *([""] * len(values)), *(_direction(name, d) for d in deltas)])
-    counts = ", ".join(
-        f"{run.label}: {run.results.get('counts', {}).get('answered', '?')} answered"
-        for run in runs
-    )
-    parts = [f"<h3>{escape(bench)}</h3>", table(headers, rows, classes=classes, caption=counts)]
+        rows.append([name, *(shown(v) for v in values), *(signed(d) for d in deltas)])
+        classes.append(
+            ["", *([""] * len(values)), *(judge(name, values[0], v) for v in values[1:])]
+        )
+    parts = [
+        f"<h3>{escape(bench)}</h3>",
+        table(headers, rows, classes=classes, caption=_answered(runs)),
+    ]
     settings = setting_differences([run.results for run in runs], labels)
     parts += [note(text) for text in settings]
     headline = _headline(bench, names, flats)
@@ -136,25 +149,34 @@ def render_bench(
     return "".join(parts)
 
 
+def _answered(runs: Sequence[EvalRun]) -> str | None:
+    """How many items each run answered, for the runs whose results say (None if none does)."""
+    said = []
+    for run in runs:
+        counts = run.results.get("counts")
+        answered = counts.get("answered") if isinstance(counts, dict) else None
+        if isinstance(answered, int):
+            said.append(f"{run.label}: {answered} answered")
+    return ", ".join(said) or None
+
+
 def _delta(value: float | None, base: float | None) -> float | None:
     return value - base if value is not None and base is not None else None
 
 
-def _signed(value: float | None) -> str:
+def shown(value: float | None) -> str:
+    """A metric's value as `bpo eval compare` prints it; MISSING when the run lacks it.
+
+    NaN (an undefined rate) stays "nan", as compare prints it: it is not missing.
+    """
+    return MISSING if value is None else format_value(value)
+
+
+def signed(value: float | None) -> str:
+    """A difference with its sign, MISSING when either side is absent or NaN."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
+        return MISSING
     return f"{value:+d}" if isinstance(value, int) else f"{value:+.4f}"
-
-
-def _direction(name: str, delta: float | None) -> str:
-    if delta is None or math.isnan(delta) or delta == 0:
-        return ""
-    last = name.rsplit(".", 1)[-1]
-    if last in HIGHER_IS_BETTER:
-        return "better" if delta > 0 else "worse"
-    if last in LOWER_IS_BETTER:
-        return "better" if delta < 0 else "worse"
-    return ""
 
 
 def _headline(
@@ -163,7 +185,7 @@ def _headline(
     def finite(name: str) -> bool:
         return any(math.isfinite(flat.get(name, math.nan)) for flat in flats)
 
-    patterns = HEADLINE.get(bench)
+    patterns = BAR_CHART_METRICS.get(bench)
     if patterns is not None:
         chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
     else:
@@ -227,10 +249,12 @@ def render_chair_examples(
                 f"<div><h4>{escape(run.label)}: hallucinated {escape(objects)}</h4>"
                 f"<p>{body}</p></div>"
             )
-        present = ", ".join(str(o) for o in first.get("objects") or []) or "?"
+        header = [item_id, why]
+        if isinstance(first.get("objects"), list):  # left out when the results do not say
+            header.append(f"objects present: {', '.join(map(str, first['objects'])) or 'none'}")
         cards.append(
-            f'<article class="pair chair-example"><header>{escape(item_id)} · {escape(why)} · '
-            f"objects present: {escape(present)}</header>{image}"
+            f'<article class="pair chair-example"><header>{escape(" · ".join(header))}</header>'
+            f"{image}"
             f'<div class="responses">{"".join(columns)}</div></article>'
         )
     return "<h3>CHAIR: examples</h3>" + "".join(cards)

@@ -6,21 +6,22 @@ strategy). It is uniform, needs one streaming pass, and depends only on the ids
 and the seed, not on the order of the file: the same run always shows the
 same pairs.
 
-Each card shows the original image, the weakened image the negative came from
-(for negatives with a distortion), the prompt, and chosen beside rejected with
+Each card shows the negative's provenance as one line (`bpo.report.provenance`),
+the original image, the weakened image the negative came from (for negatives
+with a distortion), the prompt, and chosen beside rejected with
 a word-level diff (`word_diff`): what the rejected response added or changed is
 highlighted in it, what it lost is struck through in the chosen one.
 
-The page is static: one block per page of cards, hidden unless it is the
-``:target`` (see `bpo.report.html.STYLE`); the strategy filter and the pager
-are plain links.
+The page is static: every strategy's gallery is open (a ``<details open>``, which a
+reader may fold), each showing its first page of cards; its other pages show when
+they are the ``:target`` of the pager's plain links (see `bpo.report.html.STYLE`).
+No strategy hides behind a tab: comparing them is the point.
 """
 
 from __future__ import annotations
 
 import difflib
 import heapq
-import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any
 from bpo.data.records import Message, Negative, Pair, Sample
 from bpo.pairs import stable_hash
 from bpo.report.html import escape, truncate
+from bpo.report.provenance import provenance_line
 from bpo.report.thumbnails import Thumbnail, thumbnails
 
 # Longest response or prompt shown, in characters; a record may be huge (untrusted
@@ -161,7 +163,7 @@ def render_gallery(
     page_size: int,
     max_bytes: int,
 ) -> tuple[str, int]:
-    """The gallery's HTML: strategy links, then each strategy's cards, paged.
+    """The gallery's HTML: links to each strategy, then each strategy's cards, paged.
 
     Cards are rendered round-robin across strategies until `max_bytes` of HTML is
     reached, so that no run (many strategies, huge images or texts) can make the
@@ -186,36 +188,49 @@ def render_gallery(
         cards[strategy].append(card)
         size += len(card)
     shown = sum(len(values) for values in cards.values())
-    links, pages = [], []
+    links, strategies = [], []
     for strategy_index, (strategy, strategy_cards) in enumerate(cards.items()):
-        count = max(1, -(-len(strategy_cards) // page_size))
-        anchors = [f"pairs-{strategy_index}-{page + 1}" for page in range(count)]
-        links.append(f'<a href="#{anchors[0]}">{escape(strategy)} ({totals.get(strategy, 0)})</a>')
-        for page in range(count):
-            pager = " ".join(
-                f'<a href="#{anchor}"{" class=current" if number == page + 1 else ""}>{number}</a>'
-                for number, anchor in enumerate(anchors, 1)
-            )
-            first = " first" if strategy_index == 0 and page == 0 else ""
-            heading = (
-                f'<h3>{escape(strategy)} <span class="count">page {page + 1} of {count}: '
-                f"{len(strategy_cards)} of {totals.get(strategy, 0)} pairs shown</span></h3>"
-            )
-            body = "".join(strategy_cards[page * page_size : (page + 1) * page_size])
-            if not body:
-                body = '<p class="note">no card: the gallery reached its size limit first.</p>'
-            pages.append(
-                f'<div class="gallery-page{first}" id="{anchors[page]}" '
-                f'data-strategy="{escape(strategy)}">{heading}'
-                f'<nav class="pager">pages: {pager}</nav>{body}</div>'
-            )
+        total = totals.get(strategy, 0)
+        anchor = f"pairs-{strategy_index}"
+        links.append(f'<a href="#{anchor}">{escape(strategy)} ({total})</a>')
+        strategies.append(
+            f'<details class="strategy" id="{anchor}" data-strategy="{escape(strategy)}" open>'
+            f'<summary><h3>{escape(strategy)} <span class="count">{len(strategy_cards)} of '
+            f"{total} pairs shown</span></h3></summary>"
+            f"{_pages(anchor, strategy, strategy_cards, page_size)}</details>"
+        )
     legend = (
         '<p class="legend">In the rejected response, <ins>highlighted</ins> words are what it '
         "added or changed; in the chosen one, <del>struck</del> words are what it lost.</p>"
     )
-    filters = f'<nav class="filters">strategy: {"".join(links)}</nav>'
-    html = f'{legend}{filters}<div class="gallery">{"".join(pages)}</div>'
+    filters = f'<nav class="filters">go to: {"".join(links)}</nav>'
+    html = f'{legend}{filters}<div class="gallery">{"".join(strategies)}</div>'
     return html, shown
+
+
+def _pages(anchor: str, strategy: str, cards: Sequence[str], page_size: int) -> str:
+    """One strategy's cards in pages: its first page shows until another of its pages
+    is the ``:target`` (see `bpo.report.html.STYLE`)."""
+    count = max(1, -(-len(cards) // page_size))
+    anchors = [f"{anchor}-{page + 1}" for page in range(count)]
+    pages = []
+    for page in range(count):
+        pager = ""
+        if count > 1:
+            numbers = " ".join(
+                f'<a href="#{target}"{" class=current" if number == page + 1 else ""}>{number}</a>'
+                for number, target in enumerate(anchors, 1)
+            )
+            pager = f'<nav class="pager">page {page + 1} of {count}: {numbers}</nav>'
+        body = "".join(cards[page * page_size : (page + 1) * page_size])
+        if not body:
+            body = '<p class="note">no card: the gallery reached its size limit first.</p>'
+        first = " first" if page == 0 else ""
+        pages.append(
+            f'<div class="gallery-page{first}" id="{anchors[page]}" '
+            f'data-strategy="{escape(strategy)}">{pager}{body}</div>'
+        )
+    return "".join(pages)
 
 
 def _round_robin(sample: Mapping[str, Sequence[GalleryItem]]) -> Iterator[tuple[str, GalleryItem]]:
@@ -240,12 +255,9 @@ def render_card(item: GalleryItem, image_roots: Sequence[Path | None]) -> str:
     chosen, rejected = word_diff(
         truncate(item.chosen, MAX_TEXT_CHARS), truncate(item.rejected, MAX_TEXT_CHARS)
     )
-    params = ""
-    if item.params:
-        text = truncate(
-            json.dumps(item.params, ensure_ascii=False, sort_keys=True), MAX_PARAMS_CHARS
-        )
-        params = f" · params: <code>{escape(text)}</code>"
+    params = provenance_line(item.params, MAX_PARAMS_CHARS) if item.params else ""
+    if params:
+        params = f'<div class="provenance">{params}</div>'
     return (
         f'<article class="pair" data-strategy="{escape(item.strategy)}">'
         f"<header>{escape(item.id)} · {escape(item.strategy)}{params}</header>"
@@ -272,8 +284,13 @@ def _image(thumbnail: Thumbnail, caption: str) -> str:
 
 
 def _distortion_label(distortion: Mapping[str, Any] | None) -> str:
+    """``diffusion step=700, seed 3``: what made the weakened image, no "None" for a gap."""
     if not distortion:
         return ""
     params = distortion.get("params")
     shown = ", ".join(f"{k}={v}" for k, v in params.items()) if isinstance(params, dict) else ""
-    return f"{distortion.get('kind')}{f' {shown}' if shown else ''}, seed {distortion.get('seed')}"
+    kind = distortion.get("kind") or "distortion"
+    # `thumbnails.weaken` falls back on seed 0; the caption says the record had none.
+    seed = distortion.get("seed")
+    seed_text = f"seed {seed}" if seed is not None else "seed not recorded"
+    return f"{kind}{f' {shown}' if shown else ''}, {seed_text}"

@@ -2,8 +2,8 @@
 
 Every piece of text that comes from a run (records, file names, metric names,
 settings) is untrusted and goes through `escape` before it reaches the page.
-The page is static HTML and CSS: the pairs gallery's strategy filter and pages
-are anchors styled with ``:target``, so nothing needs JavaScript, and the page
+The page is static HTML and CSS: the pairs gallery's pages are anchors styled
+with ``:target``, so nothing needs JavaScript, and the page
 makes no network request (images are data URIs, the style is inline).
 """
 
@@ -12,6 +12,10 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+# What the page shows for a value that is missing: never "?" or "None", which read as
+# a value (or a bug); the text around it says what is missing where that matters.
+MISSING = "—"
 
 
 def escape(value: object) -> str:
@@ -57,7 +61,7 @@ def table(
         if classes is not None
         else [[""] * len(headers)] * len(body)
     )
-    # Columns of numbers only ("-" for a missing one) are right-aligned, header included.
+    # Columns of numbers only (MISSING for a missing one) are right-aligned, header included.
     numeric = [bool(body) and all(_numeric(row[i]) for row in body) for i in range(len(headers))]
     head = "".join(
         f'<th class="num">{escape(name)}</th>' if number else f"<th>{escape(name)}</th>"
@@ -79,8 +83,8 @@ def table(
 
 
 def _numeric(cell: str) -> bool:
-    """Whether a cell reads as a number, or is "-" (a number missing)."""
-    if cell == "-":
+    """Whether a cell reads as a number, or is MISSING (a number missing)."""
+    if cell == MISSING:
         return True
     try:
         float(cell.replace("−", "-"))
@@ -101,9 +105,9 @@ def note(text: str) -> str:
 
 
 # Plain and readable: system fonts, one column up to 1200 px, tables with light rules.
-# The gallery's pages: every page is hidden but the :target one; with no target,
-# the first page of the first strategy shows (`:has` needs Chromium 105 / Firefox 121;
-# older browsers show the first page and the targeted one).
+# The gallery's pages: in each strategy, the first page shows, and another page
+# replaces it when it is the :target (`:has` needs Chromium 105 / Firefox 121; older
+# browsers show the first page and the targeted one).
 STYLE = """
 :root { --fg: #1d2330; --muted: #5b6474; --line: #d9dde5; --bg: #f7f8fa;
   --ins: #ffd9d2; --del: #d6ecff; --good: #1d7a36; --bad: #b3261e; }
@@ -135,12 +139,16 @@ pre { background: var(--bg); padding: 10px; overflow-x: auto; font-size: 13px; }
 .pager a.current { background: var(--fg); color: #fff; }
 .gallery-page { display: none; }
 .gallery-page.first, .gallery-page:target { display: block; }
-.gallery:has(.gallery-page:target) .gallery-page.first:not(:target) { display: none; }
-.gallery-page > h3 .count { color: var(--muted); font-weight: normal; font-size: 14px; }
+details.strategy:has(.gallery-page:target) .gallery-page.first:not(:target) { display: none; }
+details.strategy { margin-top: 18px; }
+details.strategy > summary { cursor: pointer; }
+details.strategy > summary h3 { display: inline; }
+details.strategy > summary .count { color: var(--muted); font-weight: normal; font-size: 14px; }
 article.pair { border: 1px solid var(--line); border-radius: 6px; padding: 10px 14px;
   margin: 12px 0; }
 article.pair > header { color: var(--muted); font-size: 13px; margin-bottom: 6px;
   overflow-wrap: anywhere; }
+article.pair > header .provenance { color: var(--fg); font-size: 12px; }
 .images { display: flex; gap: 12px; flex-wrap: wrap; }
 .images figure { margin: 0; }
 .images img { width: 192px; height: auto; border: 1px solid var(--line); }

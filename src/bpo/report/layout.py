@@ -10,9 +10,11 @@
     RUN_DIR/eval/<name>/results.json, predictions.jsonl
 
 Files are found by pattern, so a folder assembled by hand (or one stage's
-output alone) works too. Walking for ``metrics.jsonl`` and ``results.json``
-goes at most `MAX_DEPTH` folders down and skips image folders and checkpoints,
-which can hold hundreds of thousands of files.
+output alone) works too; a folder with none of them is refused rather than
+reported as an empty page (a mistyped path should not pass for an empty run).
+Walking for ``metrics.jsonl`` and ``results.json`` goes at most `MAX_DEPTH`
+folders down and skips image folders and checkpoints, which can hold hundreds
+of thousands of files.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ class RunFiles:
     results: list[Path] = field(default_factory=list)
     image_roots: list[Path] = field(default_factory=list)
 
+    @property
+    def empty(self) -> bool:
+        """Whether no stage left an output here (the recipe and image folders do not count)."""
+        return not (self.samples or self.negatives or self.pairs or self.metrics or self.results)
+
 
 def find_run_files(
     run_dir: str | os.PathLike[str], *, image_root: str | os.PathLike[str] | None = None
@@ -57,13 +64,16 @@ def find_run_files(
             ``data`` and the run directory itself (the first that holds an image wins).
 
     Raises:
-        ConfigError: `run_dir` is not a directory, or its config.yaml is not valid YAML.
+        ConfigError: `run_dir` is not a directory, holds no stage's output, or
+            its config.yaml is not valid YAML.
     """
     from bpo.pairs import stats_path
 
     root = Path(run_dir)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root} is a file, not a run folder")
     if not root.is_dir():
-        raise ConfigError(f"run directory not found: {root}")
+        raise ConfigError(f"run folder not found: {root}")
     files = RunFiles(root=root)
     config_path = root / "config.yaml"
     if config_path.is_file():
@@ -85,6 +95,12 @@ def find_run_files(
     files.metrics = found["metrics.jsonl"]
     files.results = found["results.json"]
     files.image_roots = _image_roots(root, files.config, image_root)
+    if files.empty:
+        raise ConfigError(
+            f"{root} is not a bpo run: no samples, negatives, pairs, training metrics or "
+            "evaluation results in it (looked for data/samples.jsonl, negatives/*.jsonl, "
+            "pairs.jsonl, train/metrics.jsonl, eval/*/results.json)"
+        )
     return files
 
 

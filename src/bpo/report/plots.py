@@ -92,15 +92,18 @@ def _bins(longest: int) -> list[float]:
 
 
 def training_plot(curves: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]]) -> str:
-    """Each metric against the step, one panel per metric, one line per training run.
+    """Metrics against the step: one panel each, three to a row, one line per series.
 
     Args:
-        curves: metric name -> run label -> ``(step, value)`` points.
+        curves: panel title -> line label (a run, a metric, or both) -> ``(step, value)``
+            points.
     """
     names = list(curves)
-    figure = Figure(figsize=(4.0 * len(names), 3.0))
+    columns = min(3, len(names))
+    rows = math.ceil(len(names) / columns)
+    figure = Figure(figsize=(4.0 * columns, 3.0 * rows))
     for index, name in enumerate(names, start=1):
-        axes = figure.add_subplot(1, len(names), index)
+        axes = figure.add_subplot(rows, columns, index)
         for label, points in list(curves[name].items())[:MAX_SERIES]:
             steps, values = zip(*points, strict=True)
             axes.plot(steps, values, marker="." if len(points) < 40 else None, label=label)

@@ -1,9 +1,14 @@
-"""The Training section: loss, reward margin and reward accuracy against the step.
+"""The Training section: DPO's loss and rewards, the log-probs, the optimizer, against the step.
 
 Reads the ``metrics.jsonl`` that `bpo train` writes (`bpo.train.callbacks.MetricsLogger`:
-one line per logging step with ``step`` and TRL's DPO log keys). A line without
-``step`` takes the next position; lines that are not JSON objects go to the
-error policy.
+one line per logging step with ``step``, TRL's DPO log keys and the Trainer's
+``grad_norm`` and ``learning_rate``). A line without ``step`` takes the next
+position; lines that are not JSON objects go to the error policy.
+
+The chosen and rejected log-probs share a panel because their joint movement is
+DPO's main diagnostic: the margin can grow while both fall, the chosen (gold)
+answers losing likelihood too ("likelihood displacement", Razin et al., ICLR
+2025), which the reward margin alone does not show.
 """
 
 from __future__ import annotations
@@ -17,14 +22,22 @@ from bpo.errors import ErrorPolicy, RecordError
 from bpo.report import plots
 from bpo.report.html import figure, note, table
 
-# TRL's DPOTrainer log keys (trl/trainer/dpo_trainer.py) and their titles.
-CURVES = {
-    "loss": "loss",
-    "rewards/margins": "reward margin",
-    "rewards/accuracies": "reward accuracy",
+# The plot's panels: title -> (log key, line name) of TRL's DPOTrainer
+# (trl/trainer/dpo_trainer.py) and transformers' Trainer (grad_norm, learning_rate).
+PANELS: dict[str, tuple[tuple[str, str], ...]] = {
+    "loss": (("loss", ""),),
+    "reward margin": (("rewards/margins", ""),),
+    "reward accuracy": (("rewards/accuracies", ""),),
+    "log-probs: chosen and rejected": (("logps/chosen", "chosen"), ("logps/rejected", "rejected")),
+    "grad norm": (("grad_norm", ""),),
+    "learning rate": (("learning_rate", ""),),
 }
+CURVES = tuple(key for lines in PANELS.values() for key, _ in lines)
 # Shown in the table of first and last values too, when logged.
-EXTRA = ("rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected", "learning_rate")
+EXTRA = ("rewards/chosen", "rewards/rejected")
+# The log-prob summary compares the mean of the first and of the last tenth of the
+# points, not two single steps, which are one batch each and noisy.
+SUMMARY_SHARE = 0.1
 
 Points = list[tuple[float, float]]
 
@@ -57,14 +70,11 @@ def render_training(files: Sequence[Path], root: Path, policy: ErrorPolicy) -> s
     runs = {label: curves for label, curves in runs.items() if curves}
     if not runs:
         return note("The metrics files hold no loss or reward values yet.")
-    plotted = {
-        title: {label: curves[name] for label, curves in runs.items() if name in curves}
-        for name, title in CURVES.items()
-    }
-    plotted = {title: lines for title, lines in plotted.items() if lines}
+    plotted = training_panels(runs)
     parts = []
     if plotted:
         parts.append(figure(plots.training_plot(plotted), "training curves"))
+    parts += [_logps_summary(label, curves) for label, curves in runs.items()]
     rows = []
     for label, curves in runs.items():
         for name in (*CURVES, *EXTRA):
@@ -73,6 +83,49 @@ def render_training(files: Sequence[Path], root: Path, policy: ErrorPolicy) -> s
                 rows.append([label, name, f"{first:.4g}", f"{last:.4g}", f"{last_step:g}"])
     parts.append(table(["run", "metric", "first", "last", "last step"], rows))
     return "".join(parts)
+
+
+def training_panels(runs: dict[str, dict[str, Points]]) -> dict[str, dict[str, Points]]:
+    """What the training plot draws: panel title -> line name -> points (`PANELS`).
+
+    Args:
+        runs: run label -> metric -> points (`read_curves` of each metrics file).
+    """
+    plotted: dict[str, dict[str, Points]] = {}
+    for title, lines in PANELS.items():
+        panel = {}
+        for label, curves in runs.items():
+            for key, name in lines:
+                if key in curves:
+                    # A line is named by its run where there are several, and its series.
+                    words = [label] if len(runs) > 1 else []
+                    panel[" ".join([*words, name] if name else words) or label] = curves[key]
+        if panel:
+            plotted[title] = panel
+    return plotted
+
+
+def _logps_summary(label: str, curves: dict[str, Points]) -> str:
+    """How the chosen and rejected log-probs moved, and whether the chosen one fell."""
+    if "logps/chosen" not in curves or "logps/rejected" not in curves:
+        return ""
+    moves = {}
+    for name in ("chosen", "rejected"):
+        values = [value for _, value in curves[f"logps/{name}"]]
+        count = max(1, round(len(values) * SUMMARY_SHARE))
+        moves[name] = (sum(values[:count]) / count, sum(values[-count:]) / count)
+    said = "; ".join(
+        f"{name} {first:.4g} → {last:.4g} ({last - first:+.3g})"
+        for name, (first, last) in moves.items()
+    )
+    text = f"{label}: mean log-prob of the first and last tenth of the steps: {said}."
+    first, last = moves["chosen"]
+    if last < first:
+        text += (
+            " The chosen log-prob fell: the gold answers are losing likelihood too, not"
+            " only the rejected ones (likelihood displacement)."
+        )
+    return note(text)
 
 
 def _label(path: Path, root: Path) -> str:
