@@ -115,7 +115,7 @@ class ErrorPolicy:
         if not self.total:
             return "skipped no records"
         parts = ", ".join(f"{kind} {n}" for kind, n in sorted(self.counts.items()))
-        return f"skipped {self.total} records ({parts})"
+        return f"skipped {self.total} record{'s' if self.total != 1 else ''} ({parts})"
 
     def report(self, path: str | os.PathLike[str] | None = None) -> None:
         """Say what was skipped (when anything was) and, if `path` is given, save it as JSON."""

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bpo.config import Recipe, result_settings, save_recipe
+from bpo.config import Recipe, check_report_to, result_settings, save_recipe
 from bpo.console import say
 from bpo.errors import ConfigError, ErrorPolicy
 from bpo.fsio import write_text
@@ -168,6 +168,8 @@ def run_pipeline(
     recipe.data.image_root = recipe.samples.image_root
     recipe.train.output_dir = str(run.path("train"))
     provenance = run.check(keep=keep, overwrite=overwrite)
+    if "train" in stages:  # a tracker that is not installed stops the run now, not at train
+        check_report_to(recipe.train.report_to, installed=True)
     if "bootstrap" in stages and "image-weakening" in recipe.bootstrap.strategies:
         _check_images(recipe)
     provenance.commit()

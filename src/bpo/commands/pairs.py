@@ -97,9 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
     from pathlib import Path
 
+    from bpo.console import say
     from bpo.errors import ConfigError, ErrorPolicy
     from bpo.exports import check_llamafactory_export, export_pairs
     from bpo.pairs import build_pairs, parse_mix, print_stats
@@ -112,6 +112,12 @@ def run(args: argparse.Namespace) -> int:
         lexicon = ObjectLexicon.load(args.lexicon) if args.lexicon else ObjectLexicon.default()
     else:
         lexicon = None
+    export_dir = Path(args.export_dir) if args.export_dir else Path(args.out).parent
+    if "llamafactory" in args.export:
+        # Refused before anything is written: the pairs file, or another export.
+        check_llamafactory_export(
+            args.out, export_dir, name=args.dataset_name, overwrite=args.overwrite
+        )
     policy = ErrorPolicy(args.on_error)
     stats = build_pairs(
         args.samples,
@@ -129,16 +135,8 @@ def run(args: argparse.Namespace) -> int:
         image_root=args.image_root,
     )
     print_stats(stats)
-    print(
-        f"wrote {stats.written} pairs to {args.out} ({stats.already_present} already there)",
-        file=sys.stderr,
-    )
-    export_dir = Path(args.export_dir) if args.export_dir else Path(args.out).parent
-    if "llamafactory" in args.export:
-        # Refused before any export is written, not after the others.
-        check_llamafactory_export(
-            args.out, export_dir, name=args.dataset_name, overwrite=args.overwrite
-        )
+    present = f" ({stats.already_present} already there)" if stats.already_present else ""
+    say(f"wrote {stats.written} pairs to {args.out}{present}")
     for export_format in dict.fromkeys(args.export):
         result = export_pairs(
             export_format,
@@ -149,5 +147,5 @@ def run(args: argparse.Namespace) -> int:
             policy=ErrorPolicy(args.on_error),
             overwrite=args.overwrite,
         )
-        print(result.summary(), file=sys.stderr)
+        say(result.summary())
     return 0

@@ -268,6 +268,7 @@ def train_provenance(recipe: Recipe, *, overwrite: bool = False) -> Provenance:
             run_dir / METRICS_NAME,
             run_dir / RESULT_NAME,
             run_dir / "skipped.json",
+            run_dir / "tensorboard",  # train.report_to: [tensorboard]
         ],
         where="--output-dir",
         overwrite=overwrite,
