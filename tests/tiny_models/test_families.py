@@ -74,6 +74,21 @@ def test_chat_template_renders_what_trl_needs(tiny):
     assert "Is there a cat?" in as_string
 
 
+def test_chat_template_renders_a_system_prompt_and_earlier_turns(tiny):
+    _, _, processor = tiny
+    prompt = [
+        {"role": "system", "content": "Answer briefly."},
+        user_turn("What is this?"),
+        {"role": "assistant", "content": "A photo."},
+        {"role": "user", "content": "What is on the plate?"},
+    ]
+    with_prompt = processor.apply_chat_template(prompt, add_generation_prompt=True)
+    full = processor.apply_chat_template([*prompt, {"role": "assistant", "content": "A cup."}])
+    assert full.startswith(with_prompt) and "A cup." in full[len(with_prompt) :]
+    for text in ("Answer briefly.", "What is this?", "A photo.", "What is on the plate?"):
+        assert text in with_prompt
+
+
 def test_special_tokens_come_from_the_template_only(tiny):
     _, _, processor = tiny
     text = processor.apply_chat_template([user_turn("Is there a cat?", image=False)])

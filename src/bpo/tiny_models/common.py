@@ -43,7 +43,8 @@ class TinySize:
         vision_num_attention_heads: attention heads of the vision encoder.
         vocab_size: target vocabulary of the BPE trainer (the corpus may give fewer).
         image_size: side of the (square) image or tile the vision tower sees; for the
-            Qwen families, the side of the largest pixel budget (``max_pixels``).
+            Qwen families, the side of the largest pixel budget (``max_pixels``); for
+            Mistral 3, the longest edge.
         patch_size: side of the vision patches, where the family lets it change.
     """
 

@@ -70,8 +70,9 @@ def build(size: TinySize) -> Built:
     )
     model = InternVLForConditionalGeneration(config)
     square = {"height": size.image_size, "width": size.image_size}
-    # As InternVL3-1B-hf's preprocessor config: one tile per image unless asked
-    # (crop_to_patches); CLIP's mean and std.
+    # As InternVL3-1B-hf: the image processor's config leaves crop_to_patches off, but
+    # InternVLProcessor turns it on by default, so through the processor an image becomes
+    # up to 12 tiles plus a thumbnail (GotOcr2's max_patches), 4 tokens each here.
     processor = InternVLProcessor(
         image_processor=GotOcr2ImageProcessorPil(size=square, crop_to_patches=False),
         video_processor=video_processor("InternVLVideoProcessor", size=square),
@@ -82,7 +83,7 @@ def build(size: TinySize) -> Built:
     return model, processor
 
 
-# 32 px in 8 px patches (4x4), shuffled to 2x2 = 4 context tokens per image.
+# 32 px tiles in 8 px patches (4x4), shuffled to 2x2 = 4 context tokens per tile.
 FAMILY = Family(
     name="internvl",
     reference="OpenGVLab/InternVL3-1B-hf",
