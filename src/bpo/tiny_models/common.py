@@ -118,8 +118,8 @@ def within_words(base: Any) -> Any:
 
 
 def byte_level_tokenizer(size: TinySize, special_tokens: Sequence[str], **tokens: str) -> Any:
-    """A byte-level BPE tokenizer (GPT-4-style split, as Llama 3 and Tekken) wrapped as
-    `PreTrainedTokenizerFast`, the class of Llama 3's and Mistral's hub tokenizers.
+    """A byte-level BPE tokenizer (GPT-4-style split, as Llama 3's and Mistral's Tekken)
+    wrapped as `PreTrainedTokenizerFast`, the class of Llama 3's hub tokenizers.
 
     Args:
         size: gives the vocabulary target.
@@ -128,7 +128,8 @@ def byte_level_tokenizer(size: TinySize, special_tokens: Sequence[str], **tokens
     """
     from transformers import PreTrainedTokenizerFast, Qwen2Tokenizer
 
-    # Qwen2's pre-tokenizer is the same cl100k-style regex + byte-level as Llama 3's.
+    # Qwen2's pre-tokenizer is Llama 3's cl100k-style regex + byte-level, except that it
+    # splits numbers into single digits (Llama 3: groups of up to three).
     trained = train_tokenizer(Qwen2Tokenizer(), size, special_tokens)
     return PreTrainedTokenizerFast(
         tokenizer_object=trained.backend_tokenizer, padding_side="left", **tokens

@@ -26,8 +26,8 @@ IMAGE_TOKENS = {
     "eoi_token": "<end_of_image>",
 }
 
-# gemma-3-4b-it's template (transformers' tests/models/gemma3 keep a copy): BOS, a system
-# message folded into the first user turn, "<start_of_turn>user\n...<end_of_turn>\n",
+# gemma-3-4b-it's template (transformers' tests/models/gemma3 carry a near copy): BOS, a
+# system message folded into the first user turn, "<start_of_turn>user\n...<end_of_turn>\n",
 # the assistant as "model", images as <start_of_image> (the processor expands it), text
 # trimmed.
 CHAT_TEMPLATE = r"""{{ bos_token }}
