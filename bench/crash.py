@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from bpo.tiny_model import build_tiny_model
+    from bpo.tiny_models import build_tiny_model
 
     rng = random.Random(args.seed)
     report: dict[str, Any] = {

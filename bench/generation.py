@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from bpo.backends.hf import HFBackend
-    from bpo.tiny_model import build_tiny_model
+    from bpo.tiny_models import build_tiny_model
 
     with tempfile.TemporaryDirectory() as folder:
         path = build_tiny_model("llava", Path(folder) / "llava", seed=0, **MODEL_SIZES)

@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         model = args.model
         if model is None:
-            from bpo.tiny_model import build_tiny_model
+            from bpo.tiny_models import build_tiny_model
 
             model = build_tiny_model("llava", Path(folder) / "tiny-llava", seed=0)
         options = ["--served-model-name", MODEL_NAME, "--max-queue", str(args.max_queue)]

@@ -241,7 +241,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     from bpo.exports import export_trl
-    from bpo.tiny_model import build_tiny_model
+    from bpo.tiny_models import build_tiny_model
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bpo-bench-train-") as work:

@@ -32,32 +32,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
-# --- tiny models and real photos (bpo.tiny_model) ----------------------------------------
+# --- tiny models and real photos (bpo.tiny_models) ---------------------------------------
 
 
 @pytest.fixture(scope="session")
-def tiny_llava_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Returns the tiny random checkpoint of a family by name (``"gemma3"`` ...), seed 0.
+
+    Each family is built once per session, on first use (about 0.1 s each once torch and
+    transformers are imported). Without torchvision this also applies
+    `allow_processors_without_torchvision` (for the whole session), so
+    `AutoProcessor.from_pretrained` loads every family. Do not write into the folders.
+    """
+    from bpo.compat import allow_processors_without_torchvision
+    from bpo.tiny_models import build_tiny_model
+
+    allow_processors_without_torchvision()
+    built: dict[str, Path] = {}
+
+    def checkpoint(arch: str) -> Path:
+        if arch not in built:
+            folder = tmp_path_factory.mktemp(f"tiny-{arch}")
+            built[arch] = build_tiny_model(arch, folder, seed=0)
+        return built[arch]
+
+    return checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_path(tiny_checkpoint: Callable[[str], Path]) -> Path:
     """A tiny random LLaVA-1.5 checkpoint (CLIP + Llama), built once per session.
 
     Load it with `AutoModelForImageTextToText` / `AutoProcessor`; do not write into it.
     """
-    from bpo.tiny_model import build_tiny_model
-
-    return build_tiny_model("llava", tmp_path_factory.mktemp("tiny-llava"), seed=0)
+    return tiny_checkpoint("llava")
 
 
 @pytest.fixture(scope="session")
-def tiny_qwen2vl_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Qwen2-VL checkpoint, built once per session.
-
-    Without torchvision, this also applies `allow_processors_without_torchvision`
-    (for the whole session), so `AutoProcessor.from_pretrained` loads it.
-    """
-    from bpo.compat import allow_processors_without_torchvision
-    from bpo.tiny_model import build_tiny_model
-
-    allow_processors_without_torchvision()
-    return build_tiny_model("qwen2-vl", tmp_path_factory.mktemp("tiny-qwen2-vl"), seed=0)
+def tiny_qwen2vl_path(tiny_checkpoint: Callable[[str], Path]) -> Path:
+    """A tiny random Qwen2-VL checkpoint, built once per session (see `tiny_checkpoint`)."""
+    return tiny_checkpoint("qwen2-vl")
 
 
 @pytest.fixture(scope="session")

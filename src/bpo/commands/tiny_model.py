@@ -1,8 +1,9 @@
 """Build a tiny random VLM for smoke tests, offline.
 
 Writes a standard checkpoint (weights, config, processor, tokenizer, chat
-template) that `from_pretrained` loads like a real LLaVA-1.5 or Qwen2-VL, then
-loads it back and answers one question about a synthetic image.
+template) of the chosen family that `from_pretrained` loads like the real model
+(LLaVA-1.5, Qwen2-VL, Gemma 3 ...), then loads it back and answers one question
+about a synthetic image.
 
 Example:
     bpo tiny-model --arch qwen2-vl --out models/tiny-qwen2-vl --seed 0
@@ -12,17 +13,24 @@ from __future__ import annotations
 
 import argparse
 
-ARCHES = ("llava", "qwen2-vl")  # bpo.tiny_model.ARCHES, kept here so --help imports nothing heavy
+# The registry's names; importing the package loads no torch or transformers.
+from bpo.tiny_models import ARCHES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", required=True, choices=ARCHES, help="model family to imitate")
+    parser.add_argument(
+        "--arch",
+        required=True,
+        choices=ARCHES,
+        metavar="NAME",
+        help=f"model family to imitate: {', '.join(ARCHES)}",
+    )
     parser.add_argument("--out", required=True, help="folder to write the checkpoint to")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpo.tiny_model import build_tiny_model, smoke_test
+    from bpo.tiny_models import build_tiny_model, smoke_test
 
     path = build_tiny_model(args.arch, args.out, seed=args.seed)
     result = smoke_test(path)

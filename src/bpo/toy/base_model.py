@@ -42,7 +42,7 @@ from bpo.data.images import load_image
 from bpo.data.records import Sample, chat_messages
 from bpo.errors import ConfigError
 from bpo.fsio import write_text
-from bpo.tiny_model import build_tiny_model
+from bpo.tiny_models import build_tiny_model
 from bpo.toy.world import ToyWorld
 
 if TYPE_CHECKING:
