@@ -4,7 +4,7 @@ The original BPO release generated its negatives one sample at a time: for each
 sample, process the prompt and image, call ``model.generate``, decode. This
 script times that loop and `bpo.backends.hf.HFBackend` (left-padded batches of
 16) side by side in one run, on the same random LLaVA checkpoint (built with
-`bpo.tiny_model.build_tiny_model`, larger than the test one), the same prompts,
+`bpo.tiny_models.build_tiny_model`, larger than the test one), the same prompts,
 images and greedy settings, and checks that both produce the same texts.
 
 Usage::

@@ -1,7 +1,7 @@
 """Benchmark: `bpo serve` under load, overload and a flood of idle connections.
 
 Starts a real ``bpo serve`` process on 127.0.0.1 (the tiny random LLaVA of
-`bpo.tiny_model`, or ``--model``) and drives it with client threads, each one
+`bpo.tiny_models`, or ``--model``) and drives it with client threads, each one
 keep-alive `http.client` connection sending chat requests (half with a real
 photo as a data URL) back to back:
 
@@ -490,7 +490,7 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "load_average_at_end": os.getloadavg(),
         "settings": {k: v for k, v in vars(args).items() if k != "model"},
-        "model": args.model or "tiny random LLaVA (bpo.tiny_model, seed 0)",
+        "model": args.model or "tiny random LLaVA (bpo.tiny_models, seed 0)",
         "phases": phases,
         "overload_most_queued": most_queued,
         "idle_flood": {

@@ -2,7 +2,7 @@
 
 Shared by the tests (`tests/crash/test_kill_resume.py`) and the benchmark
 (`bench/crash.py`). Every stage is the real command on the tiny random LLaVA of
-`bpo.tiny_model`, sized to take a few seconds on a CPU.
+`bpo.tiny_models`, sized to take a few seconds on a CPU.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ _SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
 
 # LLaVA trains on "<image>\n" opening the user turn: `preprocess_multimodal` in
 # haotian-liu/LLaVA's llava/train/train.py moves every placeholder there, as
-# DEFAULT_IMAGE_TOKEN + "\n". The LLaVA chat template (`bpo.tiny_model`, llava-hf) renders
+# DEFAULT_IMAGE_TOKEN + "\n". The LLaVA chat template (`bpo.tiny_models`, llava-hf) renders
 # an image part the same way, so this export and the TRL one give the same text.
 # mm_plugin replaces the placeholder alone and keeps the newline; LLaMA-Factory's own
 # data/mllm_demo.json glues "<image>" to the question instead, which would drop it.

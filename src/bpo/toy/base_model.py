@@ -19,7 +19,7 @@ issue 6 this recipe gave a base that names the absent partner in 69% of the
 counterfactual scenes while its encoder detects it.
 
 The model is the real `LlavaForConditionalGeneration`, built by
-`bpo.tiny_model.build_tiny_model` (its tokenizer, processor and LLaVA-1.5 chat
+`bpo.tiny_models.build_tiny_model` (its tokenizer, processor and LLaVA-1.5 chat
 template) at study 2's sizes, trained with plain torch loops (this builds a
 pretrained model; preference training is `bpo train`'s job) and saved with
 `save_pretrained`: it loads with ``AutoModelForImageTextToText`` and
@@ -71,7 +71,7 @@ class BaseModelSettings:
         intermediate_size: the Llama language model.
         vision_hidden_size, vision_num_hidden_layers, vision_num_attention_heads:
             the CLIP vision tower.
-        vocab_size: target vocabulary of `bpo.tiny_model`'s tokenizer trainer.
+        vocab_size: target vocabulary of `bpo.tiny_models`'s tokenizer trainer.
         patch_size: side of the CLIP patches. 12 px on the 48 px scenes gives 16
             image tokens (8 px would give 36 and make every step about twice as slow);
             a 4-6 px dependent still falls within one or two patches.
