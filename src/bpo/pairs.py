@@ -676,3 +676,9 @@ def build_pairs(
 def print_stats(stats: PairStats, *, file: Any = None) -> None:
     """Print the stats table (to stdout by default)."""
     print(stats.table(), file=file or sys.stdout)
+
+
+# `bpo.pairs(...)` runs the stage, as `bpo pairs` does (`bpo.api`).
+from bpo.api import callable_stage  # noqa: E402
+
+callable_stage(__name__, "pairs")

@@ -83,6 +83,25 @@ class Run:
         payload = {"stage": stage, "outputs": outputs}
         write_text(self.marker(stage), json.dumps(payload, indent=2, default=str) + "\n")
 
+    def summary(self) -> str:
+        """The end-of-run table: training's (`bpo.train.progress.summary_table`), the model
+        and the report; empty when the run has not trained."""
+        result = self.path("train", "train_result.json")
+        if not result.exists():
+            return ""
+        from bpo.train.progress import summary_table
+
+        data = json.loads(result.read_text(encoding="utf-8"))
+        model, report = self.path("model"), self.path("report.html")
+        return summary_table(
+            self.path("train"),
+            global_step=int(data.get("global_step", 0)),
+            seconds=float(data.get("metrics", {}).get("train_runtime", 0.0)),
+            output=model if model.exists() else data.get("output", ""),
+            resumed_from=data.get("resumed_from"),
+            more=[("report", str(report))] if report.exists() else [],
+        )
+
     def provenance(self, *, overwrite: bool = False) -> Provenance:
         """The run's settings record: the whole recipe, less what cannot change a result."""
         settings = result_settings(self.recipe)

@@ -276,7 +276,7 @@ def test_bad_records_are_skipped_by_default_and_raised_on_demand(
     assert main(["report", str(run), "--out", str(tmp_path / "a.html")]) == 0
     captured = capsys.readouterr()
     assert "skipped 1 record (bad-json 1)" in captured.err
-    assert "bad-json: 1" in (tmp_path / "a.html").read_text()
+    assert "bad-json 1" in (tmp_path / "a.html").read_text()
     assert main(["report", str(run), "--out", str(tmp_path / "b.html"), "--on-error", "raise"]) == 2
     lines = len((run / "pairs.jsonl").read_text().splitlines())
     assert f"pairs.jsonl:{lines}: malformed JSON" in capsys.readouterr().err

@@ -13,3 +13,9 @@ def sample_seed(seed: int, sample_id: str, k: int = 0) -> int:
     """
     digest = hashlib.blake2b(f"{seed}\x00{sample_id}\x00{k}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+# `bpo.bootstrap(...)` runs the stage, as `bpo bootstrap` does (`bpo.api`).
+from bpo.api import callable_stage  # noqa: E402
+
+callable_stage(__name__, "bootstrap")

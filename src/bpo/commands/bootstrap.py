@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from bpo.bootstrap.strategies import STRATEGIES
@@ -160,32 +159,38 @@ def preflight(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def run(args: argparse.Namespace) -> int:
+def execute(args: argparse.Namespace) -> Any:
+    """The command's work (`bpo.bootstrap(...)` calls it too); returns the `BootstrapSummary`."""
     from bpo.bootstrap.runner import Shard, run_bootstrap
     from bpo.bootstrap.strategies import MODEL_STRATEGIES, make_strategy
     from bpo.errors import ErrorPolicy
 
     shard = Shard.parse(args.shard)
     settings = preflight(args)
-    strategy = make_strategy(
-        args.strategy,
-        backend=build_backend(args) if args.strategy in MODEL_STRATEGIES else None,
-        **strategy_options(args),
-    )
-    summary = run_bootstrap(
-        args.samples,
-        strategy,
-        args.out,
-        image_root=args.image_root,
-        format=args.format,
-        num_negatives=args.num_negatives,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        shard=shard,
-        policy=ErrorPolicy(on_error=args.on_error),
-        progress=not args.no_progress,
-        settings=settings,
-        overwrite=args.overwrite,
-    )
-    print(summary.describe(args.out), file=sys.stderr)
+    backend = build_backend(args) if args.strategy in MODEL_STRATEGIES else None
+    try:
+        return run_bootstrap(
+            args.samples,
+            make_strategy(args.strategy, backend=backend, **strategy_options(args)),
+            args.out,
+            image_root=args.image_root,
+            format=args.format,
+            num_negatives=args.num_negatives,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            shard=shard,
+            policy=ErrorPolicy(on_error=args.on_error),
+            progress=not args.no_progress,
+            settings=settings,
+            overwrite=args.overwrite,
+        )
+    finally:
+        if backend is not None:
+            backend.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from bpo.console import say
+
+    say(execute(args).describe(args.out))
     return 0

@@ -46,7 +46,7 @@ examples:
 from __future__ import annotations
 
 import argparse
-import sys
+from typing import Any
 
 from bpo.commands.options import (
     BACKENDS,
@@ -144,11 +144,23 @@ def run(args: argparse.Namespace) -> int:
 
         print(compare_results(args.compare[1:]))
         return 0
+    from bpo.eval.compare import format_results
+
+    results = execute(args)
+    print(format_results(results))
+    from bpo.console import say
+
+    say(f"results: {args.out}/results.json")
+    return 0
+
+
+def execute(args: argparse.Namespace) -> Any:
+    """A benchmark run (`bpo.evaluate(...)` calls it too); returns its results."""
+    from bpo.errors import ConfigError
+    from bpo.eval.runner import EvalOptions, evaluate
+
     if not args.bench or not args.out:
         raise ConfigError("give --bench and --out (or: bpo eval compare RESULTS.json ...)")
-
-    from bpo.eval.compare import format_results
-    from bpo.eval.runner import EvalOptions, evaluate
 
     generating = args.predictions is None
     options = EvalOptions(
@@ -197,7 +209,4 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         overwrite=args.overwrite,
     )
-    results = evaluate(options)
-    print(format_results(results))
-    print(f"results: {args.out}/results.json", file=sys.stderr)
-    return 0
+    return evaluate(options)

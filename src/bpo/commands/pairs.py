@@ -17,6 +17,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from bpo.commands.options import add_image_root, add_on_error
 
@@ -96,13 +97,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def execute(args: argparse.Namespace) -> Any:
+    """The command's work (`bpo.pairs(...)` calls it too); returns the `PairStats`."""
     from pathlib import Path
 
     from bpo.console import say
     from bpo.errors import ConfigError, ErrorPolicy
     from bpo.exports import check_llamafactory_export, export_pairs
-    from bpo.pairs import build_pairs, parse_mix, print_stats
+    from bpo.pairs import build_pairs, parse_mix
 
     if args.lexicon and not args.require_absent_object:
         raise ConfigError("--lexicon is used by --require-absent-object; pass both")
@@ -134,7 +136,6 @@ def run(args: argparse.Namespace) -> int:
         resume=not args.overwrite,
         image_root=args.image_root,
     )
-    print_stats(stats)
     present = f" ({stats.already_present} already there)" if stats.already_present else ""
     say(f"wrote {stats.written} pairs to {args.out}{present}")
     for export_format in dict.fromkeys(args.export):
@@ -148,4 +149,11 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
         say(result.summary())
+    return stats
+
+
+def run(args: argparse.Namespace) -> int:
+    from bpo.pairs import print_stats
+
+    print_stats(execute(args))
     return 0

@@ -23,6 +23,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from bpo.commands.options import add_image_root, add_on_error
 
@@ -48,9 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    import sys
-
+def execute(args: argparse.Namespace) -> Any:
+    """The command's work (`bpo.report(...)` calls it too); returns the page's path."""
     from bpo.errors import ErrorPolicy
     from bpo.report import ReportOptions, write_report
 
@@ -63,6 +63,13 @@ def run(args: argparse.Namespace) -> int:
     )
     path = write_report(args.run_dir, args.out, options=options, policy=policy)
     if policy.total:
-        print(policy.summary(), file=sys.stderr)
+        from bpo.console import say
+
+        say(policy.summary())
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    path = execute(args)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from bpo.pipeline import STAGES
 
@@ -32,16 +33,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def run(args: argparse.Namespace) -> int:
+def execute(args: argparse.Namespace) -> Any:
+    """The command's work (`bpo.run(...)` calls it too); returns the `bpo.pipeline.Run`."""
     from bpo.config import load_recipe
     from bpo.pipeline import run_pipeline
 
     recipe = load_recipe(args.recipe, args.overrides)
-    run_pipeline(
+    return run_pipeline(
         recipe,
         args.out,
         stages=tuple(args.stages),
         progress=not args.no_progress,
         overwrite=args.overwrite,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from bpo.console import say
+
+    finished = execute(args)
+    summary = finished.summary()
+    if summary:
+        say(f"bpo run: done\n{summary}")
     return 0

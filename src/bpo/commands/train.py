@@ -19,6 +19,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from bpo.commands.options import add_model_safety, add_on_error
 
@@ -51,12 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from bpo.config import describe_text, load_recipe, recipe_to_yaml
+def recipe_of(args: argparse.Namespace) -> Any:
+    """The recipe the flags describe: the file, its overrides, then the flags' own keys."""
+    from bpo.config import load_recipe
 
-    if args.help_config:
-        print(describe_text())
-        return 0
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"train.output_dir={args.output_dir}")
@@ -66,25 +65,40 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("model.trust_remote_code=true")
     if args.allow_pickle:
         overrides.append("model.allow_pickle=true")
-    recipe = load_recipe(args.config, overrides)
-    if args.print_config:
-        print(recipe_to_yaml(recipe), end="")
-        return 0
+    return load_recipe(args.config, overrides)
 
+
+def execute(args: argparse.Namespace) -> Any:
+    """The command's work (`bpo.train(...)` calls it too); returns the `TrainResult`."""
     from accelerate import PartialState
 
     from bpo.train.runner import train
 
+    recipe = recipe_of(args)
     state = PartialState()
     try:
-        result = train(recipe, resume=args.resume, overwrite=args.overwrite)
+        return train(recipe, resume=args.resume, overwrite=args.overwrite)
     finally:
         # Under `accelerate launch`, a process group left to the interpreter's exit can
         # abort a rank ("terminate called without an active exception", seen with gloo).
         state.destroy_process_group()
-    if state.is_main_process:
-        from bpo.console import say
 
+
+def run(args: argparse.Namespace) -> int:
+    from bpo.config import describe_text, recipe_to_yaml
+
+    if args.help_config:
+        print(describe_text())
+        return 0
+    if args.print_config:
+        print(recipe_to_yaml(recipe_of(args)), end="")
+        return 0
+    from accelerate import PartialState
+
+    from bpo.console import say
+
+    result = execute(args)
+    if PartialState().is_main_process:
         say("bpo train: done\n" + result.summary())
         print(result.output)
     return 0

@@ -10,3 +10,9 @@ and every evaluation's metrics. See `write_report`.
 from bpo.report.builder import ReportOptions, build_page, write_report
 
 __all__ = ["ReportOptions", "build_page", "write_report"]
+
+
+# `bpo.report(...)` runs the stage, as `bpo report` does (`bpo.api`).
+from bpo.api import callable_stage
+
+callable_stage(__name__, "report")

@@ -10,3 +10,8 @@
 
 Submodules import torch and transformers; import them where they are used.
 """
+
+# `bpo.train(...)` runs the stage, as `bpo train` does (`bpo.api`).
+from bpo.api import callable_stage
+
+callable_stage(__name__, "train")

@@ -11,6 +11,7 @@ gives the run's first and last values once it ends, from ``metrics.jsonl``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,7 @@ def summary_table(
     seconds: float,
     output: str | os.PathLike[str],
     resumed_from: str | None = None,
+    more: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The end-of-run summary of a training run folder, as aligned text.
 
@@ -102,6 +104,7 @@ def summary_table(
         seconds: wall time of this invocation's training.
         output: where the adapter or model is.
         resumed_from: the checkpoint this invocation resumed from.
+        more: further (label, value) rows, after the output's.
     """
     from bpo.train.callbacks import read_metrics
 
@@ -129,5 +132,6 @@ def summary_table(
             lines.append((label, f"{pair[0]:.2f} → {pair[1]:.2f} (first → last log)"))
     name = "adapter" if Path(output).name == "adapter" else "model"
     lines.append((name, str(output)))
+    lines.extend(more)
     width = max(len(label) for label, _ in lines)
     return "\n".join(f"  {label:<{width}}  {value}" for label, value in lines)
