@@ -127,17 +127,28 @@ def test_empty_samples_file_is_an_error_and_writes_nothing(tmp_path: Path, capsy
     assert not out.exists()
 
 
-def test_a_failed_run_leaves_no_empty_output(tmp_path: Path, capsys: Any) -> None:
+def test_a_failed_run_leaves_no_empty_output(
+    tmp_path: Path, tiny_llava_path: Path, capsys: Any
+) -> None:
     samples = write_dataset(tmp_path / "data", 2)
+    (samples.parent / "images" / "001.png").unlink()  # the second sample's image
     out = tmp_path / "out" / "negatives.jsonl"
     argv = [
         *("bootstrap", str(samples), "--strategy", "image-weakening", "--out", str(out)),
-        *("--model", str(tmp_path / "no-such-model")),
-        *("--image-root", str(samples.parent / "images")),
+        *("--model", str(tiny_llava_path), "--image-root", str(samples.parent / "images")),
     ]
     assert main(argv) == 2
-    assert "no-such-model" in capsys.readouterr().err
+    assert "001.png" in capsys.readouterr().err
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+    # An evaluation whose model cannot load leaves its folder as it was: absent.
+    chair = tmp_path / "chair.jsonl"
+    chair.write_text(json.dumps({"id": "c0", "image": "000.png", "objects": ["cat"]}) + "\n")
+    evaluation = tmp_path / "eval"
+    argv = ["eval", "--bench", "chair", "--data", str(chair), "--out", str(evaluation)]
+    images = str(samples.parent / "images")
+    assert main([*argv, "--image-root", images, "--model", str(tmp_path / "no-model")]) == 2
+    assert not evaluation.exists()
 
 
 def test_a_missing_image_root_is_caught_before_any_model_loads(

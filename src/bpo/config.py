@@ -901,7 +901,10 @@ def describe(cls: type[Any] = Recipe, prefix: str = "") -> Iterator[tuple[str, s
             default = spec.default_factory()
         else:
             default = None
-        yield key, _type_name(hint), default, spec.metadata.get("help", "")
+        help_text = spec.metadata.get("help", "")
+        if not spec.metadata.get("result", True):
+            help_text += " (Cannot change a result: may differ when a run is resumed.)"
+        yield key, _type_name(hint), default, help_text
 
 
 def describe_text(cls: type[Any] = Recipe) -> str:

@@ -54,9 +54,10 @@ def level() -> int:
     return _level
 
 
-def bars() -> bool:
-    """Whether progress bars are shown (not under ``--quiet``)."""
-    return _level > QUIET
+def hide_bar(progress: bool = True) -> bool | None:
+    """tqdm's ``disable`` for a bar: hidden without `progress` or under ``--quiet``, else
+    shown on a terminal only (None), so a log file gets messages, not redrawn bars."""
+    return True if not progress or _level == QUIET else None
 
 
 def say(message: str) -> None:

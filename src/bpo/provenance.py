@@ -81,15 +81,19 @@ def _show(value: Any) -> str:
 def differences(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
     """``"key old → new"`` for each setting that differs, sorted.
 
-    A key only `before` has is a difference (the output used a setting this run
-    does not); a key only `after` has is not (a newer bpo records more settings).
+    A key only `after` has is no difference (a newer bpo records a setting an
+    older one did not). A key only `before` has is one (the output used a setting
+    this run does not), but it is named only when no shared key differs: it comes
+    from another kind of run (another strategy), which a shared key already says.
     """
-    missing = "(not set)"
-    return [
-        f"{key} {_show(before[key])} → {_show(after[key]) if key in after else missing}"
-        for key in sorted(before)
-        if key not in after or before[key] != after[key]
+    changed = [
+        f"{key} {_show(before[key])} → {_show(after[key])}"
+        for key in sorted(set(before) & set(after))
+        if before[key] != after[key]
     ]
+    if changed:
+        return changed
+    return [f"{key} {_show(before[key])} → (not set)" for key in sorted(set(before) - set(after))]
 
 
 def _exists(path: Path) -> bool:

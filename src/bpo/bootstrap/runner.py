@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpo.bootstrap.base import BootstrapStrategy
+from bpo.console import hide_bar
 from bpo.data.jsonl import JsonlWriter, iter_jsonl
 from bpo.data.records import Sample
 from bpo.errors import BpoError, ConfigError, ErrorPolicy, RecordError
@@ -251,7 +252,10 @@ def run_bootstrap(
         ) as log,
     ):
         bar = tqdm(
-            total=total, desc=f"bootstrap {strategy.name}", unit="sample", disable=not progress
+            total=total,
+            desc=f"bootstrap {strategy.name}",
+            unit="sample",
+            disable=hide_bar(progress),
         )
 
         def pending() -> Iterator[Sample]:

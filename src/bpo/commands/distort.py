@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
             job.run_image(source)
     finally:
         job.close()
-    print(job.summary(), file=sys.stderr)
+    from bpo.console import say
+
+    say(job.summary())
     if is_records:
         policy.report(out_dir / "skipped.json")
     return 0
@@ -180,7 +181,9 @@ class _Job:
                 image, provenance["kind"], seed=provenance["seed"], params=provenance["params"]
             )
             _save_png(grid, self.preview_path)
-            print(f"preview: {self.preview_path}", file=sys.stderr)
+            from bpo.console import say
+
+            say(f"preview: {self.preview_path}")
         output = self.output_name(name)
         if self.done(name):
             self.existing += 1

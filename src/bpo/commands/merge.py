@@ -10,7 +10,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bpo.bootstrap.runner import merge_outputs
+    from bpo.console import say
 
     written, skipped = merge_outputs(args.inputs, args.out)
-    print(
-        f"merged {written} records into {args.out} ({skipped} duplicates skipped)", file=sys.stderr
-    )
+    duplicates = f" ({skipped} duplicates skipped)" if skipped else ""
+    say(f"merged {written} records into {args.out}{duplicates}")
     return 0

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bpo.console import hide_bar
 from bpo.data.jsonl import JsonlWriter
 from bpo.errors import BpoError, ConfigError, ErrorPolicy, RecordError
 from bpo.eval.items import EvalItem
@@ -63,7 +64,9 @@ def generate_answers(
     with JsonlWriter(path, resume=resume, before_first_write=before_first_write) as writer:
         pending = [item for item in items if item.id not in writer]
         stats.resumed = len(items) - len(pending)
-        with tqdm(total=len(pending), desc="answering", unit="item", disable=not progress) as bar:
+        with tqdm(
+            total=len(pending), desc="answering", unit="item", disable=hide_bar(progress)
+        ) as bar:
             for start in range(0, len(pending), batch_size):
                 chunk = pending[start : start + batch_size]
                 batch, requests = [], []

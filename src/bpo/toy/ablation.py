@@ -32,7 +32,6 @@ import json
 import math
 import os
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,9 @@ MEASURES = (
 
 
 def _say(message: str) -> None:
-    print(f"[bpo demo --ablate] {message}", file=sys.stderr, flush=True)
+    from bpo.console import say
+
+    say(f"[bpo demo --ablate] {message}")
 
 
 def _copy_missing(source: Path, target: Path, names: Sequence[str]) -> None:

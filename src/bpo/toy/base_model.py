@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bpo.console import hide_bar
 from bpo.data.images import load_image
 from bpo.data.records import Sample, chat_messages
 from bpo.errors import ConfigError
@@ -190,7 +191,7 @@ def _train(
         total=steps,
         desc=name,
         unit="step",
-        disable=not progress,
+        disable=hide_bar(progress),
     )
     for indices in bar:
         loss = loss_of_batch(indices)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -23,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from bpo.console import say
 from bpo.data.jsonl import iter_jsonl
 from bpo.pipeline import Run, run_pipeline
 
@@ -83,11 +83,11 @@ def base_model(
     if not (from_scratch or fast):
         shipped = shipped_checkpoint()
         if built_from(shipped) == (seed, world.fingerprint, asdict(BaseModelSettings())):
-            print(f"[bpo demo] base model: the shipped checkpoint ({shipped})", file=sys.stderr)
+            say(f"[bpo demo] base model: the shipped checkpoint ({shipped})")
             with atomic_dir(target) as staging:
                 shutil.copytree(shipped, staging, dirs_exist_ok=True)
             return target
-    print(f"[bpo demo] training the biased base model (seed {seed}) from scratch", file=sys.stderr)
+    say(f"[bpo demo] training the biased base model (seed {seed}) from scratch")
     return build_base_model(
         world.root, target, seed=seed, progress=progress, **(FAST_BASE if fast else {})
     )
@@ -165,6 +165,9 @@ def run_demo(
     ]
     recipe = load_recipe(toy_recipe_path(), [*paths, *(FAST_RECIPE if fast else ()), *overrides])
     run = run_pipeline(recipe, root, progress=progress, after_eval=toy_measures, keep=DEMO_ENTRIES)
+    summary = run.summary()
+    if summary:
+        say(f"[bpo demo] trained\n{summary}")
     print(before_after(root))
     return run
 

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bpo.console import hide_bar
 from bpo.data.jsonl import JsonlWriter, iter_jsonl
 from bpo.data.records import Sample
 from bpo.errors import ConfigError
@@ -204,7 +205,7 @@ def write_world(
     # Pixels, not PNG bytes: another zlib may compress the same image differently.
     image_digest = hashlib.sha256()
     total = sum(len(split_scenes) for split_scenes in scenes.values())
-    with tqdm(total=total, desc="toy world", unit="scene", disable=not progress) as bar:
+    with tqdm(total=total, desc="toy world", unit="scene", disable=hide_bar(progress)) as bar:
         for split, split_scenes in scenes.items():
             (root / "images" / split).mkdir(parents=True, exist_ok=True)
             for scene in split_scenes:

@@ -52,9 +52,13 @@ class ConsoleProgress(TrainerCallback):
     ) -> None:
         from tqdm.auto import tqdm
 
-        if state.is_world_process_zero and console.bars():
+        if state.is_world_process_zero and console.level() > console.QUIET:
             self.bar = tqdm(
-                total=state.max_steps, initial=state.global_step, desc="train", unit="step"
+                total=state.max_steps,
+                initial=state.global_step,
+                desc="train",
+                unit="step",
+                disable=console.hide_bar(),
             )
 
     def on_step_end(
@@ -72,7 +76,7 @@ class ConsoleProgress(TrainerCallback):
         **kwargs: Any,
     ) -> None:
         if self.bar is not None and logs and "loss" in logs:
-            self.bar.write(log_line(state.global_step, state.max_steps, logs))
+            console.say(log_line(state.global_step, state.max_steps, logs))
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

@@ -160,7 +160,9 @@ def compute_reference_logps(
                 desc="reference log-probs",
                 unit="pair",
                 leave=False,  # the run's one lasting bar is training's
-                disable=not accelerator.is_main_process or not pending or not console.bars(),
+                disable=True
+                if not accelerator.is_main_process or not pending
+                else console.hide_bar(),
             )
             for index in pending:
                 rows = batch_rows(rank, index)

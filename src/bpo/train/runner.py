@@ -392,8 +392,8 @@ def train(
         for path in discard_incomplete_checkpoints(run_dir):
             _say(f"bpo train: {path.name} was not saved to the end (a killed run?); deleted it")
     trainer.accelerator.wait_for_everyone()
-    if resume and checkpoint is None:
-        _say(f"bpo train: no checkpoint in {run_dir / CHECKPOINTS}; starting from scratch")
+    if resume and checkpoint is None and (run_dir / CHECKPOINTS).exists():
+        _say(f"bpo train: no complete checkpoint in {run_dir / CHECKPOINTS}; starting over")
     elif checkpoint is not None:
         _say(f"bpo train: resuming from {checkpoint}")
     output = trainer.train(resume_from_checkpoint=checkpoint)
