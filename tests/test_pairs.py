@@ -335,7 +335,7 @@ def test_cli_refuses_lexicon_without_require_absent_object(tmp_path, capsys):
 
 
 def test_the_fast_similarity_check_agrees_with_similarity():
-    from bpo.pairs import _more_similar_than
+    from bpo.pairs.filters import _more_similar_than
 
     rng = random.Random(0)
     vocabulary = ["a", "dog", "cat", "on", "the", "red", "sofa", "2", "3"]

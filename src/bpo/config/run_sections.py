@@ -1,0 +1,143 @@
+"""The sections `bpo run` adds (samples, bootstrap, pairs, eval), and the whole `Recipe`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bpo.config.sections import DataConfig, LoraConfig, ModelConfig, TrainConfig, doc
+
+
+@dataclass
+class SamplesConfig:
+    """`bpo run`: the supervised samples whose gold answers are the chosen responses."""
+
+    path: str = field(
+        default="", metadata=doc("Samples file (LLaVA JSON, ShareGPT4V, BPO, JSONL).")
+    )
+    format: str = field(
+        default="auto",
+        metadata=doc("The file's format.", choices=("auto", "llava", "sharegpt4v", "bpo", "jsonl")),
+    )
+    image_root: str | None = field(
+        default=None, metadata=doc("Folder the samples' image paths are relative to.")
+    )
+    on_error: str = field(
+        default="raise",
+        metadata=doc(
+            "A bad record: stop (raise) or count it and go on (skip).",
+            choices=("raise", "skip"),
+            result=False,
+        ),
+    )
+
+
+@dataclass
+class BootstrapConfig:
+    """`bpo run`: how rejected responses are bootstrapped (see `bpo bootstrap --help`)."""
+
+    strategies: list[str] = field(
+        default_factory=lambda: ["image-weakening", "cooccurrence"],
+        metadata=doc(
+            "Strategies to run, each into negatives/<name>.jsonl.",
+            choices=("image-weakening", "llm-injection", "cooccurrence"),
+        ),
+    )
+    num_negatives: int = field(default=1, metadata=doc("Negatives per sample and strategy."))
+    seed: int = field(default=0, metadata=doc("Seed of the noise and the sampling."))
+    batch_size: int = field(default=16, metadata=doc("Samples per generation batch.", result=False))
+    backend: str = field(
+        default="hf", metadata=doc("Generation backend.", choices=("hf", "openai", "vllm"))
+    )
+    base_url: str | None = field(default=None, metadata=doc("openai backend: the server URL."))
+    device: str = field(default="cpu", metadata=doc("hf backend: device.", result=False))
+    distortion: str = field(default="diffusion", metadata=doc("Image weakening (bpo distort)."))
+    distortion_params: dict[str, Any] = field(
+        default_factory=lambda: {"step": 500},
+        metadata=doc("Its parameters, e.g. {step: 500} of 1000 diffusion steps."),
+    )
+    temperature: float = field(default=1.0, metadata=doc("Sampling temperature."))
+    top_p: float = field(default=1.0, metadata=doc("Nucleus sampling."))
+    max_new_tokens: int = field(default=256, metadata=doc("Longest negative, in tokens."))
+    injection_model: str | None = field(
+        default=None, metadata=doc("llm-injection: the text LLM (default: model.name).")
+    )
+    style: str = field(
+        default="instruction",
+        metadata=doc("llm-injection prompt style.", choices=("instruction", "few-shot")),
+    )
+    lexicon: str | None = field(
+        default=None, metadata=doc("cooccurrence: a lexicon file extending COCO's objects.")
+    )
+
+
+@dataclass
+class PairsConfig:
+    """`bpo run`: how negatives become pairs (see `bpo pairs --help`)."""
+
+    max_words: int = field(default=350, metadata=doc("Longest response in words (release: 350)."))
+    max_similarity: float = field(
+        default=1.0, metadata=doc("Drop pairs more similar than this (1.0: only identical).")
+    )
+    require_absent_object: bool = field(
+        default=False,
+        metadata=doc("Keep only rejected responses naming an object absent from the chosen."),
+    )
+    mix: dict[str, float] = field(
+        default_factory=dict, metadata=doc("Per-strategy ratios, e.g. {image-weakening: 1}.")
+    )
+    seed: int = field(default=0, metadata=doc("Seed of the mixing subsample."))
+
+
+@dataclass
+class EvalConfig:
+    """`bpo run`: benchmarks run on the model before and after training."""
+
+    chair: str | None = field(
+        default=None, metadata=doc("CHAIR records (image, objects or meta.objects).")
+    )
+    pope: str | None = field(default=None, metadata=doc("A POPE question file or folder."))
+    image_root: str | None = field(
+        default=None, metadata=doc("Folder of the benchmarks' images (default: samples').")
+    )
+    max_new_tokens: int | None = field(
+        default=None, metadata=doc("Answer length (default: each benchmark's).")
+    )
+    batch_size: int = field(default=16, metadata=doc("Items per generation batch.", result=False))
+
+
+@dataclass
+class Recipe:
+    """A whole recipe: one section per concern.
+
+    `bpo train` reads model, data, lora and train; `bpo run` adds samples,
+    bootstrap, pairs and eval, and fills data.pairs itself.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def loss_types(self) -> tuple[list[str], list[float]]:
+        """The TRL loss types and weights: ``rpo`` becomes ``sigmoid`` + ``sft`` weighted rpo_alpha.
+
+        RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization") adds the
+        length-normalised NLL of the chosen response to the DPO loss; TRL 1.16's
+        ``sft`` loss is that term, so the pair of losses is RPO.
+        """
+        weights = self.train.loss_weights or [1.0] * len(self.train.loss_type)
+        types_: list[str] = []
+        expanded: list[float] = []
+        for name, weight in zip(self.train.loss_type, weights, strict=True):
+            if name == "rpo":
+                types_ += ["sigmoid", "sft"]
+                expanded += [weight, weight * self.train.rpo_alpha]
+            else:
+                types_.append(name)
+                expanded.append(weight)
+        return types_, expanded
