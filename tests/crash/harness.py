@@ -11,7 +11,7 @@ One trial (`kill_and_resume`):
    caches and scratch folders) and are not looked at; an append-only JSONL file may end
    in a torn line, which the next run cuts off (`bpo.data.jsonl.JsonlWriter`);
    a transformers checkpoint folder may be incomplete, which ``--resume``
-   passes over (`bpo.train.runner.last_checkpoint`). Both are counted apart;
+   passes over (`bpo.train.run_folder.last_checkpoint`). Both are counted apart;
 3. run the same command again to the end;
 4. compare the folder with an uninterrupted run of the same command in the
    same place (`snapshot`, `compare`): the same files with the same content,
@@ -211,7 +211,7 @@ def half_written(root: Path) -> list[tuple[str, str]]:
     deleted on resume), anything else is a file that a reader would take for
     complete and is not.
     """
-    from bpo.train.runner import is_complete_checkpoint
+    from bpo.train.run_folder import is_complete_checkpoint
 
     problems: list[tuple[str, str]] = []
     incomplete = [

@@ -16,14 +16,12 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from bpo.train.callbacks import read_metrics
-from bpo.train.runner import (
-    TrainResult,
+from bpo.train.run_folder import (
     discard_incomplete_checkpoints,
     is_complete_checkpoint,
     last_checkpoint,
-    save_final,
-    train,
 )
+from bpo.train.runner import TrainResult, save_final, train
 from tests.train.conftest import RECIPES, tiny_recipe
 
 STEPS = 4  # recipes/tiny.yaml: 4 steps of 2 pairs, a checkpoint every 2
