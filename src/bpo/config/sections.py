@@ -72,8 +72,9 @@ class ModelConfig:
     processor_kwargs: dict[str, Any] = field(
         default_factory=dict,
         metadata=doc(
-            "Arguments of AutoProcessor.from_pretrained, e.g. {max_pixels: 1003520} to cap "
-            "Qwen2-VL's visual tokens per image."
+            "Arguments of AutoProcessor.from_pretrained, e.g. {size: {longest_edge: 1003520, "
+            "shortest_edge: 3136}} to cap Qwen2-VL's visual tokens at 1280 per image "
+            "(transformers 5 deprecates the older max_pixels)."
         ),
     )
 
