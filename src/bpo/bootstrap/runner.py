@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpo.bootstrap.base import BootstrapStrategy
-from bpo.console import hide_bar
+from bpo.console import counts_text, hide_bar
 from bpo.data.jsonl import JsonlWriter, iter_jsonl
 from bpo.data.records import Sample
 from bpo.errors import BpoError, ConfigError, ErrorPolicy, RecordError
@@ -68,8 +68,6 @@ class BootstrapSummary:
 
     def describe(self, out: str | os.PathLike[str]) -> str:
         """One line for the console; counts that are zero are left out."""
-        from bpo.console import counts_text
-
         text = (
             f"{self.negatives_written} negatives for {self.samples_done} samples written to {out}"
         )
