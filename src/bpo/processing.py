@@ -12,7 +12,7 @@ processor cannot decide:
 - what each per-token output means over text appended after the prompt, a response
   tokenized once (`extend_per_token`, `padding_value`);
 - which strings are control tokens, that text from a dataset must not write
-  (`control_tokens`).
+  (`control_tokens`), and which one ends an assistant's turn (`end_of_turn_token`).
 """
 
 from __future__ import annotations
@@ -208,3 +208,23 @@ def control_tokens_in(
             else:
                 texts.extend(part["text"] for part in content if part.get("type") == "text")
     return sorted({token for token in tokens for text in texts if token in text})
+
+
+def end_of_turn_token(processor: Any, template: str) -> str | None:
+    """The control token that `template` writes right after an assistant's text, or None.
+
+    The token generation must stop at: Gemma's ``<end_of_turn>``, Llama 3's ``<|eot_id|>``,
+    Qwen's ``<|im_end|>``, Idefics3's ``<end_of_utterance>``, LLaVA's ``</s>`` ...
+    """
+    answer = "Fine"
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": answer}]
+    rendered = processor.apply_chat_template(chat, chat_template=template, tokenize=False)
+    if answer not in rendered:
+        return None
+    tail = rendered[rendered.rindex(answer) + len(answer) :]
+    tokenizer = getattr(processor, "tokenizer", processor)
+    ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
+    if not ids:
+        return None
+    token = tokenizer.convert_ids_to_tokens(ids[0])
+    return token if token in control_tokens(processor) else None
