@@ -43,8 +43,8 @@ def pair_data(pair_data, tmp_path_factory, photo_by_name) -> PairData:
     return PairData(pairs, images, pair_data.rows)
 
 
-def plain_logp(model: Any, processor: Any, row: dict[str, Any], response_key: str) -> float:
-    """The response's summed log-prob from the processor's own output for prompt and response."""
+def plain_inputs(processor: Any, row: dict[str, Any], response_key: str) -> tuple[Any, int]:
+    """The processor's own output for prompt and response, and where the response starts."""
     from trl.data_utils import prepare_multimodal_messages
 
     image = row["images"][0]
@@ -71,6 +71,11 @@ def plain_logp(model: Any, processor: Any, row: dict[str, Any], response_key: st
         start = len(alone)
         assert inputs["input_ids"][0, :start].tolist() == list(alone)
     inputs.pop("labels", None)
+    return inputs, start
+
+
+def plain_logp(model: Any, inputs: Any, start: int) -> float:
+    """The summed log-prob of the tokens from `start` on, from a forward pass on `inputs`."""
     ids = inputs["input_ids"][0]
     with torch.no_grad():
         logits = model(**inputs).logits[0, start - 1 : -1].float()
@@ -98,24 +103,28 @@ def bpo_trainer(model_path: Path, pair_data: Any, cache: Path, out: Path, share:
     )
 
 
-def trained_logps(trainer: Any, rows: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
-    batch = trainer._prepare_inputs(trainer.data_collator(rows))
-    with torch.no_grad():
-        chosen, rejected = trainer.reference_logps(batch)
-    return chosen.tolist(), rejected.tolist()
-
-
 def _check(arch, share, tiny_checkpoint, pair_data, train_cache, tmp_path) -> float:
     trainer = bpo_trainer(tiny_checkpoint(arch), pair_data, train_cache, tmp_path / "run", share)
     rows = [trainer.train_dataset[index] for index in ROWS]
-    chosen, rejected = trained_logps(trainer, rows)
-    base = trainer.base_model()
+    batch = trainer.data_collator(rows)
+    with torch.no_grad():
+        chosen, rejected = trainer.reference_logps(trainer._prepare_inputs(batch))
     processor = trainer.processing_class
+    expected = [plain_inputs(processor, row, key) for key in ("chosen", "rejected") for row in rows]
+    if not share:
+        # TRL's layout carries every output of the processor, and each sequence's ids and
+        # per-token outputs are the processor's own for its prompt and response (Gemma 3's
+        # token_type_ids: 1 on image tokens; PaliGemma's: 1 on the answer ...).
+        assert set(batch) - {"completion_mask"} == set(expected[0][0])
+        for index, (inputs, _) in enumerate(expected):
+            length = inputs["input_ids"].size(1)
+            for key in ("input_ids", *processing.PER_TOKEN_KEYS):
+                if key in inputs:
+                    torch.testing.assert_close(batch[key][index, :length], inputs[key][0])
+    base = trainer.base_model()
     with trainer.model.disable_adapter():  # LoRA's B starts at 0: the base model anyway
-        expected_chosen = [plain_logp(base, processor, row, "chosen") for row in rows]
-        expected_rejected = [plain_logp(base, processor, row, "rejected") for row in rows]
-    ours = torch.tensor(chosen + rejected, dtype=torch.float64)
-    plain = torch.tensor(expected_chosen + expected_rejected, dtype=torch.float64)
+        plain = torch.tensor([plain_logp(base, *item) for item in expected], dtype=torch.float64)
+    ours = torch.tensor(chosen.tolist() + rejected.tolist(), dtype=torch.float64)
     bound = TOLERANCE + 2 * FLOAT32_STEP * plain.abs()
     assert ((ours - plain).abs() <= bound).all(), (ours.tolist(), plain.tolist())
     assert len(set(plain.tolist())) == len(plain)  # six different sequences: a mix-up shows
