@@ -218,7 +218,10 @@ def end_of_turn_token(processor: Any, template: str) -> str | None:
     """
     answer = "Fine"
     chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": answer}]
-    rendered = processor.apply_chat_template(chat, chat_template=template, tokenize=False)
+    try:
+        rendered = processor.apply_chat_template(chat, chat_template=template, tokenize=False)
+    except Exception:  # a template that cannot render this chat: no end of turn to read
+        return None
     if answer not in rendered:
         return None
     tail = rendered[rendered.rindex(answer) + len(answer) :]

@@ -333,9 +333,8 @@ class HFBackend:
             else:
                 per_token = {"attention_mask": inputs["attention_mask"]}
             for key, value in per_token.items():
-                inputs[key] = processing.extend_per_token(self.processor, key, value[0], count)[
-                    None
-                ]
+                extended = processing.extend_per_token(self.processor, key, value[0], count)
+                inputs[key] = extended.unsqueeze(0)
             inputs["input_ids"] = torch.cat([prompt_ids, response_ids], dim=1)
             with torch.inference_mode():
                 logits = self.model(**inputs).logits[0, prompt_ids.shape[1] - 1 : -1].float()

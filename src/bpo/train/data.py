@@ -6,10 +6,11 @@ sequence). Here the template and the tokenizer run once per pair, before trainin
 (`tokenize_pairs`); the collator (`bpo.train.collator.PreferenceCollator`, also
 importable from here) pads the stored ids and has the processor make the image and
 per-token inputs once per pair and step. The ids are those TRL's collator builds,
-token for token: the same `trl.data_utils.apply_chat_template`, the same processor
-calls. PaliGemma, a prefix LM without a chat template, takes its documented format
-instead (`bpo.processing`): the prompt as the processor's prefix, each response as
-its suffix.
+token for token (the same `trl.data_utils.apply_chat_template`, the same processor
+call for the prompt), except where TRL's are wrong: responses are tokenized by the
+tokenizer, since Mllama's processor starts any text with BOS (see `response_ids`);
+PaliGemma, a prefix LM without a chat template, takes its documented format
+(`bpo.processing`): the prompt as the processor's prefix, each response as its suffix.
 
 Truncation never cuts an image token: the prompt (which holds the image tokens)
 is kept whole and the responses are cut to the room left under
