@@ -3,7 +3,7 @@
 "Trains on": TRL's per-sequence log-probs of the collated batch, through the trainer's
 own call (`BpoDPOTrainer.reference_logps`, i.e. `DPOTrainer.compute_ref_log_probs`:
 the model call and the sum over the completion mask that its loss makes for the
-policy). "Plain": ``processor(text=prompt + response, images=[image])`` (PaliGemma:
+policy), and the per-token log-probs of that model call. "Plain": ``processor(text=prompt + response, images=[image])`` (PaliGemma:
 ``suffix=response``), everything it returns passed to the model, the log-softmax summed
 over the response tokens. Three pairs per batch, on photos of three sizes and shapes
 (Pixtral rounds sizes to its patches, InternVL and Idefics3 tile, LLaVA-NeXT and Qwen
@@ -26,8 +26,8 @@ from tests.train.conftest import PHOTOS, PairData, tiny_recipe, write_pairs
 
 SIZES = {"astronaut": (64, 48), "chelsea": (72, 40), "coffee": (40, 90), "rocket": (64, 48)}
 ROWS = (0, 5, 6)  # astronaut, chelsea, and the multi-turn prompt on coffee
-# fp32: 1e-5, plus two steps of float32 at the sum's size (a sum near -180 is a multiple of
-# 1.5e-5 in float32, so two exact computations may already differ by that much).
+# fp32: 1e-5 per token; per sequence, plus two steps of float32 at the sum's size (a sum
+# near -180 is a multiple of 1.5e-5 in float32: two exact computations may differ by that).
 TOLERANCE = 1e-5
 FLOAT32_STEP = torch.finfo(torch.float32).eps
 PACKED_ARCHES = ("llava", "qwen2-vl")  # what bpo.train.shared_prompt supports today
@@ -74,12 +74,23 @@ def plain_inputs(processor: Any, row: dict[str, Any], response_key: str) -> tupl
     return inputs, start
 
 
-def plain_logp(model: Any, inputs: Any, start: int) -> float:
-    """The summed log-prob of the tokens from `start` on, from a forward pass on `inputs`."""
+def plain_token_logps(model: Any, inputs: Any, start: int) -> torch.Tensor:
+    """The log-prob of each token from `start` on, from a forward pass on `inputs`."""
     ids = inputs["input_ids"][0]
     with torch.no_grad():
         logits = model(**inputs).logits[0, start - 1 : -1].float()
-    return float(logits.log_softmax(-1).gather(1, ids[start:].unsqueeze(1)).sum())
+    return logits.log_softmax(-1).gather(1, ids[start:].unsqueeze(1)).squeeze(1)
+
+
+def trained_token_logps(trainer: Any, inputs: dict[str, Any]) -> list[torch.Tensor]:
+    """TRL's per-token log-probs of each sequence's completion: its loss's own model call."""
+    kwargs = {key: value for key, value in inputs.items() if key != "completion_mask"}
+    labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
+    model = trainer.forward_for(trainer.model, inputs)
+    with torch.no_grad():
+        per_token = model(**kwargs, labels=labels, fused_lm_head=True, use_cache=False).log_probs
+    mask = inputs["completion_mask"][:, 1:].bool()
+    return [row[keep] for row, keep in zip(per_token, mask, strict=True)]
 
 
 def bpo_trainer(model_path: Path, pair_data: Any, cache: Path, out: Path, share: bool) -> Any:
@@ -107,8 +118,9 @@ def _check(arch, share, tiny_checkpoint, pair_data, train_cache, tmp_path) -> fl
     trainer = bpo_trainer(tiny_checkpoint(arch), pair_data, train_cache, tmp_path / "run", share)
     rows = [trainer.train_dataset[index] for index in ROWS]
     batch = trainer.data_collator(rows)
+    prepared = trainer._prepare_inputs(batch)
     with torch.no_grad():
-        chosen, rejected = trainer.reference_logps(trainer._prepare_inputs(batch))
+        chosen, rejected = trainer.reference_logps(prepared)
     processor = trainer.processing_class
     expected = [plain_inputs(processor, row, key) for key in ("chosen", "rejected") for row in rows]
     if not share:
@@ -123,7 +135,11 @@ def _check(arch, share, tiny_checkpoint, pair_data, train_cache, tmp_path) -> fl
                     torch.testing.assert_close(batch[key][index, :length], inputs[key][0])
     base = trainer.base_model()
     with trainer.model.disable_adapter():  # LoRA's B starts at 0: the base model anyway
-        plain = torch.tensor([plain_logp(base, *item) for item in expected], dtype=torch.float64)
+        plain_tokens = [plain_token_logps(base, *item) for item in expected]
+        trained_tokens = trained_token_logps(trainer, prepared)
+        for ours_tokens, theirs in zip(trained_tokens, plain_tokens, strict=True):
+            torch.testing.assert_close(ours_tokens, theirs, rtol=0, atol=TOLERANCE)
+    plain = torch.tensor([float(tokens.sum()) for tokens in plain_tokens], dtype=torch.float64)
     ours = torch.tensor(chosen.tolist() + rejected.tolist(), dtype=torch.float64)
     bound = TOLERANCE + 2 * FLOAT32_STEP * plain.abs()
     assert ((ours - plain).abs() <= bound).all(), (ours.tolist(), plain.tolist())
