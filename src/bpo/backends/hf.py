@@ -3,7 +3,20 @@
 A vision-language checkpoint loads as `AutoModelForImageTextToText` with its
 `AutoProcessor`; a text-only one (no vision config, e.g. the base LLM that
 rewrites answers for llm-injection) as `AutoModelForCausalLM` with its
-`AutoTokenizer`. Both render prompts with the checkpoint's own chat template.
+`AutoTokenizer`. Both render prompts with the checkpoint's own chat template
+(PaliGemma, which ships none, in its documented prefix format: `bpo.processing`),
+and the processor makes every model input. Generation stops at the checkpoint's
+EOS tokens and at the token its template ends an assistant's turn with.
+
+Control tokens. Text in a request may not write control tokens: an "<image>" in a
+question stays text instead of claiming a missing image, an "<|im_end|>" cannot
+close the turn. Where a request's text holds one, the prompt is encoded with
+transformers' ``sanitize_control_tokens``, which encodes such tokens as text. Some
+processors cannot do that in transformers 5.24 (Idefics3's needs character offsets
+that the sanitized encoding lacks; PaliGemma's, InternVL's and Mllama's count the
+marked token as an image, and PaliGemma's loses its ``token_type_ids``); with those,
+such a request is refused, naming the token. Text without control tokens is encoded
+without marking, which gives the same ids (and works with every processor).
 
 Seeds. Requests are grouped by sampling settings and generated in batches.
 Sampling draws each row's token with its own `torch.Generator`, seeded from the
@@ -16,9 +29,11 @@ what an uninterrupted one would (up to float differences that padding causes).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bpo import processing
 from bpo.backends.base import (
     Completion,
     GenerationRequest,
@@ -98,8 +113,10 @@ class HFBackend:
             self.processor = self.tokenizer = source.load(transformers.AutoTokenizer, "tokenizer")
             auto_model = transformers.AutoModelForCausalLM
         self.model: Any = source.load_model(auto_model, config=config, dtype=torch_dtype)
-        if getattr(self.processor, "chat_template", None) is None:
-            raise ConfigError(f"model {self.model_name!r} has no chat template")
+        try:
+            self.chat_template = processing.chat_template(self.processor)
+        except ConfigError:
+            raise ConfigError(f"model {self.model_name!r} has no chat template") from None
         # Decoder-only generation continues from the last position: pad on the left.
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -108,7 +125,15 @@ class HFBackend:
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
-        self._eos_ids = set(eos if isinstance(eos, list) else [eos])
+        stops = set(eos if isinstance(eos, list) else [eos])
+        # The template's end of turn too: a generation config may list EOS alone (a base
+        # model's), and a chat prompt must end with the assistant's turn.
+        end_of_turn = processing.end_of_turn_token(self.processor, self.chat_template)
+        if end_of_turn is not None:
+            stops.add(self.tokenizer.convert_tokens_to_ids(end_of_turn))
+        self.end_of_turn = end_of_turn
+        self.stop_token_ids: frozenset[int] = frozenset(stops)
+        self._control_tokens = processing.control_tokens(self.processor)
 
     def generate(
         self, requests: Sequence[GenerationRequest], *, progress: bool = False
@@ -148,7 +173,7 @@ class HFBackend:
         return [completion for completion in results if completion is not None]
 
     def _inputs(self, requests: Sequence[GenerationRequest]) -> Any:
-        """Tokenized, left-padded prompts (and pixel values) on the model's device."""
+        """Tokenized, left-padded prompts (and image inputs) on the model's device."""
         if self.is_vision:
             conversations = []
             for request in requests:
@@ -158,18 +183,19 @@ class HFBackend:
                         if part["type"] == "image":
                             part["image"] = request.image
                 conversations.append(messages)
-            # sanitize_control_tokens: text in a prompt cannot write control tokens (an
-            # "<image>" in a question stays text instead of claiming a missing image).
             inputs = self.processor.apply_chat_template(
                 conversations,
+                chat_template=self.chat_template,
                 add_generation_prompt=True,
                 tokenize=True,
                 return_dict=True,
                 return_tensors="pt",
-                sanitize_control_tokens=True,
                 processor_kwargs={"padding": True},
+                **self._sanitizing(conversations),
             )
-            # Pixel values in the model's dtype (bfloat16 on GPU); token ids stay integers.
+            for key in processing.DROPPED_KEYS:  # PaliGemma's labels: generation makes none
+                inputs.pop(key, None)
+            # Image inputs in the model's dtype (bfloat16 on GPU); token ids stay integers.
             return inputs.to(self.model.device, dtype=self.model.dtype)
         inputs = self.tokenizer.apply_chat_template(
             [request.messages for request in requests],
@@ -181,6 +207,58 @@ class HFBackend:
             padding=True,
         )
         return inputs.to(self.model.device)
+
+    def _sanitizing(self, conversations: list[list[dict[str, Any]]]) -> dict[str, bool]:
+        """``sanitize_control_tokens`` where the text holds a control token (see the module doc).
+
+        Raises:
+            ConfigError: when it does and the processor cannot encode it as text.
+        """
+        found = processing.control_tokens_in(conversations, self._control_tokens)
+        if not found:
+            return {}
+        if not self.sanitizes_control_tokens:
+            raise ConfigError(
+                f"a prompt holds {', '.join(map(repr, found))}, a control token of "
+                f"{type(self.processor).__name__}, which cannot encode it as text: "
+                "remove it from the prompt"
+            )
+        return {"sanitize_control_tokens": True}
+
+    @cached_property
+    def sanitizes_control_tokens(self) -> bool:
+        """Whether the processor encodes its image token, written in a prompt's text, as text.
+
+        Tried once, on a blank image: with ``sanitize_control_tokens``, the prompt with the
+        token must encode without error, with the outputs and image tokens of the prompt
+        without it.
+        """
+        from PIL import Image
+
+        token = getattr(self.processor, "image_token", None) or self._control_tokens[0]
+        image = Image.new("RGB", (32, 32))
+
+        def encode(text: str, **sanitize: bool) -> Any:
+            content = [{"type": "image", "image": image}, {"type": "text", "text": text}]
+            return self.processor.apply_chat_template(
+                [[{"role": "user", "content": content}]],
+                chat_template=self.chat_template,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                **sanitize,
+            )
+
+        try:
+            plain, marked = (
+                encode("Is it?"),
+                encode(f"Is {token} it?", sanitize_control_tokens=True),
+            )
+        except Exception:  # any failure means: it cannot
+            return False
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        counts = [list(encoded["input_ids"][0]).count(token_id) for encoded in (plain, marked)]
+        return set(plain) == set(marked) and counts[0] == counts[1]
 
     def _generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         import torch
@@ -204,6 +282,7 @@ class HFBackend:
                 **inputs,
                 max_new_tokens=first.max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=sorted(self.stop_token_ids),
                 do_sample=False,
                 logits_processor=processors,
             )
@@ -217,7 +296,7 @@ class HFBackend:
 
     def _completion(self, text: str, row: torch.Tensor, prompt_length: int) -> Completion:
         for position, token in enumerate(row.tolist()):
-            if token in self._eos_ids:
+            if token in self.stop_token_ids:
                 return Completion(text.strip(), prompt_length, position + 1, "stop")
         return Completion(text.strip(), prompt_length, len(row), "length")
 
@@ -244,14 +323,19 @@ class HFBackend:
             if response_ids.shape[1] == 0:
                 scores.append(0.0)
                 continue
-            # Extend every per-token input (attention mask, token type ids such as
-            # Qwen2-VL's mm_token_type_ids) over the response: attended, text (0).
-            for key, value in list(inputs.items()):
-                if key == "input_ids":
-                    inputs[key] = torch.cat([value, response_ids], dim=1)
-                elif torch.is_tensor(value) and value.shape == prompt_ids.shape:
-                    fill = torch.ones_like if key == "attention_mask" else torch.zeros_like
-                    inputs[key] = torch.cat([value, fill(response_ids)], dim=1)
+            # Extend every per-token input over the response as the processor would give it
+            # for prompt and response together (bpo.processing.extend_per_token: Qwen's
+            # mm_token_type_ids 0, PaliGemma's token_type_ids 1, Mllama's cross-attention
+            # mask ...), as training does.
+            count = response_ids.shape[1]
+            if self.is_vision:
+                per_token, _ = processing.split_outputs(inputs, prompt_ids)
+            else:
+                per_token = {"attention_mask": inputs["attention_mask"]}
+            for key, value in per_token.items():
+                extended = processing.extend_per_token(self.processor, key, value[0], count)
+                inputs[key] = extended.unsqueeze(0)
+            inputs["input_ids"] = torch.cat([prompt_ids, response_ids], dim=1)
             with torch.inference_mode():
                 logits = self.model(**inputs).logits[0, prompt_ids.shape[1] - 1 : -1].float()
             logps = torch.log_softmax(logits, dim=-1).gather(1, response_ids[0].unsqueeze(1))

@@ -10,28 +10,14 @@ about 2000 here.
 from __future__ import annotations
 
 from bpo.errors import ConfigError
+from bpo.processing import PALIGEMMA_PROMPT_FORMAT
 from bpo.tiny_models.common import Built, Family, TinySize, special_ids
 from bpo.tiny_models.gemma3 import gemma_tokenizer
 
-# The PaliGemma checkpoints ship no chat template; they take "<image>prompt" and are
-# trained to answer after the processor's newline. This one renders conversations that
-# way: every image first, then the turns' text ('\n' between turns), each answer
-# preceded by '\n' and closed by EOS, so a prompt is a prefix of itself with its answer
-# (the generation prompt adds nothing; the processor's newline starts the answer).
-CHAT_TEMPLATE = r"""{%- for message in messages -%}
-{%- if message['content'] is not string -%}
-{%- for part in message['content'] | selectattr('type', 'equalto', 'image') -%}{{ '<image>' }}{%- endfor -%}
-{%- endif -%}
-{%- endfor -%}
-{%- for message in messages -%}
-{%- if message['content'] is string -%}{%- set text = message['content'] -%}
-{%- else -%}{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') -%}
-{%- endif -%}
-{%- if message['role'] == 'assistant' -%}{{ '\n' + text + eos_token }}
-{%- else -%}{%- if not loop.first -%}{{ '\n' }}{%- endif -%}{{ text }}
-{%- endif -%}
-{%- endfor -%}
-"""
+# The PaliGemma checkpoints ship no chat template; bpo prompts them in their documented
+# format (`bpo.processing.PALIGEMMA_PROMPT_FORMAT`). The tiny one ships that format as its
+# chat template, so the tests that read every family's template read this one too.
+CHAT_TEMPLATE = PALIGEMMA_PROMPT_FORMAT
 
 
 def build(size: TinySize) -> Built:

@@ -1,12 +1,16 @@
-"""The pairs as token sequences for DPO: read, checked, tokenized once and cached; the collator.
+"""The pairs as token sequences for DPO: read, checked, tokenized once and cached.
 
-TRL's `DataCollatorForVisionPreference` renders the chat template, tokenizes and
-preprocesses every image at every step, and twice per pair (once for the
-chosen, once for the rejected sequence). Here the template and the tokenizer
-run once per pair, before training (`tokenize_pairs`), and the collator only
-pads the stored ids and preprocesses each image once (`PreferenceCollator`).
-The ids are those TRL's collator builds, token for token: the same
-`trl.data_utils.apply_chat_template`, the same processor calls.
+TRL's `DataCollatorForVisionPreference` renders the chat template and tokenizes
+every pair at every step, twice (once for the chosen, once for the rejected
+sequence). Here the template and the tokenizer run once per pair, before training
+(`tokenize_pairs`); the collator (`bpo.train.collator.PreferenceCollator`, also
+importable from here) pads the stored ids and has the processor make the image and
+per-token inputs once per pair and step. The ids are those TRL's collator builds,
+token for token (the same `trl.data_utils.apply_chat_template`, the same processor
+call for the prompt), except where TRL's are wrong: responses are tokenized by the
+tokenizer, since Mllama's processor starts any text with BOS (see `response_ids`);
+PaliGemma, a prefix LM without a chat template, takes its documented format
+(`bpo.processing`): the prompt as the processor's prefix, each response as its suffix.
 
 Truncation never cuts an image token: the prompt (which holds the image tokens)
 is kept whole and the responses are cut to the room left under
@@ -28,20 +32,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from bpo import processing
 from bpo.config import Recipe
 from bpo.errors import ConfigError, ErrorPolicy
 from bpo.fsio import atomic_dir, write_text
 from bpo.provenance import file_digest
 
+# Re-exported: callers import the collator and these names from here.
+from bpo.train.collator import REFERENCE_COLUMNS as REFERENCE_COLUMNS
+from bpo.train.collator import PreferenceCollator as PreferenceCollator
+from bpo.train.collator import example_images as example_images
+
 # Bump when the tokenization below changes, so older caches are not reused.
-TOKENIZATION_VERSION = 1
-SEQUENCE_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
-REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
-# Per-token outputs of some processors (Gemma 3: token_type_ids; Qwen2.5-VL and others in
-# transformers 5: mm_token_type_ids), kept for the prompt; responses get zeros, as in TRL.
-TOKEN_TYPE_KEYS = ("token_type_ids", "mm_token_type_ids")
+# 2: the rendered prompt is stored (the collator has the processor make the image and
+# per-token inputs from it); PaliGemma's responses are its processor's suffix.
+TOKENIZATION_VERSION = 2
+# The columns of a tokenized pair the collator reads (BpoDPOTrainer keeps them).
+SEQUENCE_COLUMNS = ("prompt_text", "prompt_ids", "chosen_ids", "rejected_ids")
+TOKEN_TYPE_KEYS = processing.TOKEN_TYPE_KEYS
 STATUS_KEPT, STATUS_TRUNCATED, STATUS_DROPPED = "kept", "truncated", "prompt-too-long"
 
 
@@ -156,26 +164,54 @@ def processor_fingerprint(processor: Any) -> str:
     return str(Hasher.hash(processor))
 
 
-def example_images(example: dict[str, Any]) -> list[Any]:
-    """The images of a row (``images``, a list, or ``image``, one), None entries left out."""
-    if "images" in example:
-        images = example["images"] or []
-    else:
-        images = [example["image"]] if example.get("image") is not None else []
-    return [image for image in images if image is not None]
-
-
 def render_texts(example: dict[str, Any], processor: Any) -> dict[str, str]:
-    """Prompt, chosen and rejected as text, rendered exactly as TRL's vision collator does."""
+    """Prompt, chosen and rejected as the processor takes them.
+
+    Chat templates: rendered exactly as TRL's vision collator does (responses are what
+    the template writes after the prompt, end-of-turn token included). PaliGemma: the
+    prompt rendered as its prefix, each response its plain text (the processor's suffix).
+    """
     from trl.data_utils import apply_chat_template, is_conversational, prepare_multimodal_messages
 
     texts = {key: example[key] for key in ("prompt", "chosen", "rejected")}
-    if is_conversational(example):
+    conversational = is_conversational(example)
+    if conversational:
         texts["prompt"] = prepare_multimodal_messages(example["prompt"], example_images(example))
         texts["chosen"] = prepare_multimodal_messages(example["chosen"])
         texts["rejected"] = prepare_multimodal_messages(example["rejected"])
-        texts = apply_chat_template(texts, processor)
+    if processing.is_prefix_lm(processor):
+        if conversational:
+            texts["prompt"] = processor.apply_chat_template(
+                texts["prompt"],
+                add_generation_prompt=True,
+                chat_template=processing.chat_template(processor),
+            )
+        return {
+            "prompt": texts["prompt"],
+            "chosen": processing.message_text(texts["chosen"]),
+            "rejected": processing.message_text(texts["rejected"]),
+        }
+    if conversational:
+        texts = apply_chat_template(
+            texts, processor, chat_template=processing.chat_template(processor)
+        )
     return texts
+
+
+def response_ids(processor: Any, text: str) -> list[int]:
+    """The token ids of a response rendered by `render_texts`, by the processor's tokenizer.
+
+    Not ``processor(text=...)`` as in TRL: a processor lays out its text as a whole prompt,
+    and Mllama's adds BOS to any text without one (processing_mllama.py,
+    ``build_string_from_input``), which put a BOS inside every response. No special
+    tokens are added (the template wrote them). PaliGemma's response is its suffix: the
+    text and EOS, tokenized apart from the prefix (processing_paligemma.py passes
+    ``suffix + eos_token`` as the pair's second text).
+    """
+    tokenizer = processor.tokenizer
+    if processing.is_prefix_lm(processor):
+        text += tokenizer.eos_token
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def tokenize_example(
@@ -184,13 +220,13 @@ def tokenize_example(
     """Token ids of one pair, with the responses cut to fit `max_length` (`Dataset.map` function)."""
     texts = render_texts(example, processor)
     images = example_images(example)
-    # The calls of TRL's DataCollatorForVisionPreference: the prompt with its images, each
-    # response alone, never adding special tokens (the chat template holds them).
+    # TRL's DataCollatorForVisionPreference's call for the prompt with its images, never
+    # adding special tokens (the chat template holds them); each response alone.
     prompt = processor(
         images=[images] if images else None, text=[texts["prompt"]], add_special_tokens=False
     )
-    chosen = processor(text=[texts["chosen"]], add_special_tokens=False)["input_ids"][0]
-    rejected = processor(text=[texts["rejected"]], add_special_tokens=False)["input_ids"][0]
+    chosen = response_ids(processor, texts["chosen"])
+    rejected = response_ids(processor, texts["rejected"])
     prompt_ids = list(prompt["input_ids"][0])
     status = STATUS_KEPT
     if max_length is not None:
@@ -199,16 +235,13 @@ def tokenize_example(
             status = STATUS_DROPPED
         elif max(len(chosen), len(rejected)) > room:
             chosen, rejected, status = chosen[:room], rejected[:room], STATUS_TRUNCATED
-    row: dict[str, Any] = {
+    return {
+        "prompt_text": texts["prompt"],
         "prompt_ids": prompt_ids,
-        "chosen_ids": list(chosen),
-        "rejected_ids": list(rejected),
+        "chosen_ids": chosen,
+        "rejected_ids": rejected,
         "status": status,
     }
-    for key in TOKEN_TYPE_KEYS:
-        if key in prompt:
-            row[f"prompt_{key}"] = list(prompt[key][0])
-    return row
 
 
 def tokenize_pairs(
@@ -279,76 +312,3 @@ def tokenize_pairs(
             f"data.max_length={recipe.data.max_length}"
         )
     return PreparedPairs(dataset, fingerprint, folder, counts)
-
-
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(len(row) for row in rows)
-    return torch.tensor([row + [value] * (width - len(row)) for row in rows], dtype=torch.long)
-
-
-@dataclass
-class PreferenceCollator:
-    """Pads tokenized pairs into TRL's DPO batch: chosen sequences, then rejected ones.
-
-    Returns what `trl.DPOTrainer` reads: ``input_ids``, ``attention_mask``,
-    ``completion_mask``, the image inputs (``pixel_values``, ``image_grid_thw`` ...
-    from the processor's image processor, computed once per pair and repeated for
-    the rejected half), per-token type ids when the processor makes them, and the
-    reference log-probs when the rows hold them. With `share_prompt`, it adds the
-    packed layout of `bpo.train.shared_prompt` (``packed_*`` keys; images once per
-    pair), which `BpoDPOTrainer` runs instead of TRL's layout.
-    """
-
-    processor: Any
-    pad_token_id: int
-    share_prompt: bool = False
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        from bpo.train.shared_prompt import pack_pairs, pack_token_types
-
-        prompts = [list(example["prompt_ids"]) for example in examples]
-        chosens = [list(example["chosen_ids"]) for example in examples]
-        rejecteds = [list(example["rejected_ids"]) for example in examples]
-        responses = chosens + rejecteds
-        prompts2 = prompts + prompts
-        sequences = [p + r for p, r in zip(prompts2, responses, strict=True)]
-        batch: dict[str, torch.Tensor] = {
-            "input_ids": _pad(sequences, self.pad_token_id),
-            "attention_mask": _pad([[1] * len(s) for s in sequences], 0),
-            "completion_mask": _pad(
-                [[0] * len(p) + [1] * len(r) for p, r in zip(prompts2, responses, strict=True)], 0
-            ),
-        }
-        if self.share_prompt:
-            batch.update(
-                pack_pairs(
-                    prompts, chosens, rejecteds, self.pad_token_id, batch["input_ids"].size(1)
-                )
-            )
-        for key in TOKEN_TYPE_KEYS:
-            column = f"prompt_{key}"
-            if column in examples[0]:
-                types = [list(example[column]) for example in examples]
-                if self.share_prompt:
-                    total = batch["packed_input_ids"].size(1)
-                    batch[f"packed_{key}"] = pack_token_types(types, batch["packed_lengths"], total)
-                    continue
-                types2 = types + types
-                batch[key] = _pad(
-                    [t + [0] * len(r) for t, r in zip(types2, responses, strict=True)], 0
-                )
-        images = [example_images(example) for example in examples]
-        if any(images):
-            # One image-processor call for the batch, as the processor makes it inside TRL's
-            # collator. TRL's layout repeats the tensors for the rejected half (rows in the same
-            # order); the shared-prompt layout holds each image once.
-            features = self.processor.image_processor(
-                images=[group for group in images if group], return_tensors="pt"
-            )
-            for key, value in features.items():
-                if isinstance(value, torch.Tensor):
-                    batch[key] = value if self.share_prompt else torch.cat([value, value])
-        if REFERENCE_COLUMNS[0] in examples[0]:
-            for key in REFERENCE_COLUMNS:
-                batch[key] = torch.tensor([example[key] for example in examples])
-        return batch

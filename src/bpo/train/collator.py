@@ -1,0 +1,144 @@
+"""`PreferenceCollator`: tokenized pairs into TRL's DPO batch, every model input made by the processor.
+
+The token ids come from the cache (`bpo.train.data.tokenize_pairs`, once per pair).
+Everything else the model reads comes from the checkpoint's processor, called once
+per batch on the stored prompt texts and their images, exactly as TRL's
+`DataCollatorForVisionPreference` calls it: the image inputs (``pixel_values``,
+``image_sizes``, ``image_grid_thw``, ``pixel_attention_mask``, ``aspect_ratio_ids`` ...)
+with the processor's own settings (InternVL's tiling, Pixtral's patch rounding, which
+an image processor called alone does not apply), and the per-token outputs
+(``token_type_ids``, ``mm_token_type_ids``, Mllama's ``cross_attention_mask``),
+extended over the responses as `bpo.processing.extend_per_token` says each family
+means them. The processor's prompt ids are checked against the cached ones.
+
+Cost: the processor tokenizes each prompt again at every step (the responses are not
+re-tokenized), beside the image preprocessing it does anyway; the image placeholders
+it expands are added tokens, matched without BPE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bpo import processing
+from bpo.errors import BpoError
+
+REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+def example_images(example: dict[str, Any]) -> list[Any]:
+    """The images of a row (``images``, a list, or ``image``, one), None entries left out."""
+    if "images" in example:
+        images = example["images"] or []
+    else:
+        images = [example["image"]] if example.get("image") is not None else []
+    return [image for image in images if image is not None]
+
+
+def prompt_outputs(processor: Any, examples: list[dict[str, Any]]) -> Any:
+    """The processor's outputs for the batch's prompts and images, checked against the cached ids.
+
+    One call for the batch, right-padded; the images nested one list per prompt, as TRL
+    passes them (None when no prompt has one).
+    """
+    images = [example_images(example) for example in examples]
+    outputs = processor(
+        text=[example["prompt_text"] for example in examples],
+        images=images if any(images) else None,
+        add_special_tokens=False,
+        padding=True,
+        padding_side="right",
+        return_tensors="pt",
+    )
+    ids = outputs["input_ids"]
+    lengths = outputs["attention_mask"].sum(dim=1).tolist()
+    for row, example in enumerate(examples):
+        cached = list(example["prompt_ids"])
+        if lengths[row] != len(cached) or ids[row, : len(cached)].tolist() != cached:
+            raise BpoError(
+                f"the processor tokenizes the prompt of pair {example.get('id', row)!r} into other "
+                "ids than the cached ones: delete the tokenized pairs in the cache folder"
+            )
+    return outputs
+
+
+def _stack(rows: list[torch.Tensor], width: int, value: int) -> torch.Tensor:
+    """Rows (T_i, ...) padded on the right to `width` with `value`, stacked."""
+    out = torch.full((len(rows), width, *rows[0].shape[1:]), value, dtype=rows[0].dtype)
+    for index, row in enumerate(rows):
+        out[index, : row.size(0)] = row
+    return out
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(row) for row in rows)
+    return torch.tensor([row + [value] * (width - len(row)) for row in rows], dtype=torch.long)
+
+
+@dataclass
+class PreferenceCollator:
+    """Pads tokenized pairs into TRL's DPO batch: chosen sequences, then rejected ones.
+
+    Returns what `trl.DPOTrainer` reads: ``input_ids``, ``attention_mask``,
+    ``completion_mask``, every other output of the processor for the prompts and
+    images (computed once per pair and repeated for the rejected half; per-token ones
+    extended over each response), and the reference log-probs when the rows hold them.
+    With `share_prompt`, it adds the packed layout of `bpo.train.shared_prompt`
+    (``packed_*`` keys; images once per pair), which `BpoDPOTrainer` runs instead of
+    TRL's layout.
+    """
+
+    processor: Any
+    pad_token_id: int
+    share_prompt: bool = False
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        from bpo.train.shared_prompt import pack_pairs, pack_token_types
+
+        prompts = [list(example["prompt_ids"]) for example in examples]
+        chosens = [list(example["chosen_ids"]) for example in examples]
+        rejecteds = [list(example["rejected_ids"]) for example in examples]
+        responses = chosens + rejecteds
+        prompts2 = prompts + prompts
+        sequences = [p + r for p, r in zip(prompts2, responses, strict=True)]
+        width = max(len(sequence) for sequence in sequences)
+        batch: dict[str, torch.Tensor] = {
+            "input_ids": _pad(sequences, self.pad_token_id),
+            "attention_mask": _pad([[1] * len(s) for s in sequences], 0),
+            "completion_mask": _pad(
+                [[0] * len(p) + [1] * len(r) for p, r in zip(prompts2, responses, strict=True)], 0
+            ),
+        }
+        outputs = prompt_outputs(self.processor, examples)
+        per_token, image_inputs = processing.split_outputs(outputs, outputs["input_ids"])
+        if self.share_prompt:
+            batch.update(pack_pairs(prompts, chosens, rejecteds, self.pad_token_id, width))
+        for key, value in per_token.items():
+            rows = [value[index, : len(prompt)] for index, prompt in enumerate(prompts)]
+            if self.share_prompt:
+                if key == "attention_mask":
+                    continue  # the packed layout builds its own 4D mask
+                if key not in processing.TOKEN_TYPE_KEYS or processing.appended_token_type(
+                    self.processor
+                ):
+                    raise BpoError(f"the shared-prompt layout does not carry {key!r} yet")
+                total = batch["packed_input_ids"].size(1)
+                types = [row.tolist() for row in rows]
+                batch[f"packed_{key}"] = pack_token_types(types, batch["packed_lengths"], total)
+                continue
+            extended = [
+                processing.extend_per_token(self.processor, key, row, len(response))
+                for row, response in zip(rows + rows, responses, strict=True)
+            ]
+            batch[key] = _stack(extended, width, processing.padding_value(self.processor, key))
+        for key, value in image_inputs.items():
+            # Rows in sample (or image) order: TRL's layout repeats them for the rejected
+            # half, as its collator does by passing every prompt and image twice.
+            batch[key] = value if self.share_prompt else torch.cat([value, value])
+        if REFERENCE_COLUMNS[0] in examples[0]:
+            for key in REFERENCE_COLUMNS:
+                batch[key] = torch.tensor([example[key] for example in examples])
+        return batch
