@@ -62,23 +62,7 @@ def serve_answers(model: Path, image: Path, folder: Path) -> str:
         popen.wait(timeout=60)
 
 
-# Known failures, each a defect of bpo being fixed (strict: the mark goes when it passes).
-BROKEN = {
-    "idefics3": "the hf backend's sanitize_control_tokens needs a fast tokenizer's offsets",
-    "internvl": "the collator skips the processor's crop_to_patches default",
-    "paligemma": "responses are tokenized without the images PaliGemma's processor needs",
-}
-
-
-@pytest.mark.parametrize(
-    "arch",
-    [
-        pytest.param(arch, marks=pytest.mark.xfail(reason=BROKEN[arch], strict=True))
-        if arch in BROKEN
-        else arch
-        for arch in available_arches()
-    ],
-)
+@pytest.mark.parametrize("arch", available_arches())
 def test_every_stage_runs_on_the_family(
     arch: str, tiny_checkpoint: Callable[[str], Path], tmp_path: Path
 ) -> None:
