@@ -269,6 +269,8 @@ def _bootstrap(run: Run, progress: bool) -> None:
                 dtype=recipe.model.dtype,
                 trust_remote_code=recipe.model.trust_remote_code,
                 allow_pickle=recipe.model.allow_pickle,
+                # The image sizes the model is trained at, for its negatives too.
+                processor_kwargs=recipe.model.processor_kwargs,
             )
             backend = get_backend(config.backend, model=model, **options)
         strategy = make_strategy(name, backend=backend, **strategy_options)
@@ -380,6 +382,7 @@ def _eval(run: Run, progress: bool) -> None:
             dtype=recipe.model.dtype,
             trust_remote_code=recipe.model.trust_remote_code,
             allow_pickle=recipe.model.allow_pickle,
+            processor_kwargs=recipe.model.processor_kwargs,
         )
         backend = get_backend("hf", model=model, **options)
         try:

@@ -189,3 +189,19 @@ def test_missing_model_directory_is_a_config_error(tmp_path: Path) -> None:
         HFBackend(weights)
     with pytest.raises(ConfigError, match="dtype"):
         HFBackend(tmp_path, dtype="float8")
+
+
+def test_processor_kwargs_set_the_image_size_generation_sees(tiny_qwen2vl_path, photo):
+    # A recipe's model.processor_kwargs (bpo run passes them): the negatives and the
+    # answers of the base model are made at the image size training uses.
+    from bpo.backends.hf import HFBackend
+
+    size = {"longest_edge": 64 * 64, "shortest_edge": 56 * 56}
+    capped = HFBackend(tiny_qwen2vl_path, processor_kwargs={"size": size})
+    plain = HFBackend(tiny_qwen2vl_path)
+    assert capped.processor.image_processor.size["longest_edge"] == 64 * 64
+    pixels = [
+        backend.processor(images=[photo], text=["x <|image_pad|>"])["pixel_values"].shape[0]
+        for backend in (capped, plain)
+    ]
+    assert pixels[0] < pixels[1]

@@ -55,11 +55,13 @@ def backend_options(
     batch_size: int = 16,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    processor_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Of the common settings, the keyword options backend `name` takes (for `get_backend`).
 
     ``trust_remote_code`` and ``allow_pickle`` apply to the backends that load a model
     here (hf, vllm); both stay off unless asked (see `bpo.checkpoints`).
+    ``processor_kwargs`` (the image sizes a recipe trains at) apply to the hf backend.
     """
     if name == "openai":
         if not base_url:
@@ -68,7 +70,10 @@ def backend_options(
     safety = {"trust_remote_code": trust_remote_code, "allow_pickle": allow_pickle}
     if name == "vllm":
         return {"dtype": dtype, **safety}
-    return {"device": device, "dtype": dtype, "batch_size": batch_size, **safety}
+    options = {"device": device, "dtype": dtype, "batch_size": batch_size, **safety}
+    if processor_kwargs:
+        options["processor_kwargs"] = dict(processor_kwargs)
+    return options
 
 
 __all__ = [

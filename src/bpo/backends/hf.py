@@ -61,6 +61,8 @@ class HFBackend:
         trust_remote_code: run code shipped with the checkpoint; off unless asked.
         allow_pickle: load pickle-based weights when the checkpoint has no safetensors;
             off unless asked (see `bpo.checkpoints`).
+        processor_kwargs: arguments of ``AutoProcessor.from_pretrained`` (a recipe's
+            ``model.processor_kwargs``: the image sizes the model is trained at).
     """
 
     name = "hf"
@@ -74,6 +76,7 @@ class HFBackend:
         batch_size: int = 16,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
+        processor_kwargs: dict[str, Any] | None = None,
     ) -> None:
         import torch
         import transformers
@@ -106,7 +109,9 @@ class HFBackend:
             # transformers 5 even for images; where it is missing (the CPU set-up),
             # load them for images only. A no-op where torchvision is installed.
             allow_processors_without_torchvision()
-            self.processor: Any = source.load(transformers.AutoProcessor, "processor")
+            self.processor: Any = source.load(
+                transformers.AutoProcessor, "processor", **(processor_kwargs or {})
+            )
             self.tokenizer: Any = self.processor.tokenizer
             auto_model: Any = transformers.AutoModelForImageTextToText
         else:
