@@ -24,29 +24,40 @@ from tests.eval.conftest import PHOTOS, FakeBackend, coco_name, read_jsonl
 
 
 @pytest.mark.parametrize(
-    ("judgement", "expected"),
+    ("judgement", "reference", "robust"),
     [
-        ("The answer is accurate and detailed.\nRating: 5", Rating(5, "ok")),
-        ("**Rating:** 4", Rating(4, "ok")),
-        ("rating: 2, very informative, with hallucination", Rating(2, "ok")),
-        ("RATING = 0", Rating(0, "ok")),
-        ("My rating is 6.", Rating(6, "ok")),
-        # The same rating twice is still one rating (the reference agrees).
-        ("Rating: 3. To be clear, Rating: 3", Rating(3, "ok")),
-        # Missing: no rating at all.
-        ("The response is fine.", Rating(None, "missing")),
-        ("", Rating(None, "missing")),
-        # Malformed: a rating that is not one integer 0-6.
-        ("Rating: N/A", Rating(None, "malformed")),
-        ("Rating: 7", Rating(None, "malformed")),
-        ("Rating: 4.5", Rating(None, "malformed")),
-        ("Rating: 3 or maybe Rating: 4", Rating(None, "malformed")),
-        # "ratings" or "operating" are not the word "rating"
-        ("Operating at 5 fps.", Rating(None, "missing")),
+        # Both rules: "rating: N" with one N in 0-6.
+        ("The answer is accurate and detailed.\nRating: 5", Rating(5, "ok"), Rating(5, "ok")),
+        ("rating: 2, very informative, with hallucination", Rating(2, "ok"), Rating(2, "ok")),
+        # The same rating twice is one rating under both.
+        ("Rating: 3. To be clear, Rating: 3", Rating(3, "ok"), Rating(3, "ok")),
+        # eval_gpt_mmhal.py looks for the text "rating: s": markdown, "is", no colon,
+        # "=" all read 0 there (missing a colon right after "rating").
+        ("**Rating:** 4", Rating(None, "malformed"), Rating(4, "ok")),
+        ("My rating is 6.", Rating(None, "malformed"), Rating(6, "ok")),
+        ("Rating 4", Rating(None, "malformed"), Rating(4, "ok")),
+        ("RATING = 0", Rating(None, "malformed"), Rating(0, "ok")),
+        # ... and "rating: 45" / "rating: 4.5" contain "rating: 4": 4 there.
+        ("Rating: 45", Rating(4, "ok"), Rating(None, "malformed")),
+        ("Rating: 4.5", Rating(4, "ok"), Rating(None, "malformed")),
+        # Two different ratings: neither rule picks one.
+        ("Rating: 3 or maybe Rating: 4", Rating(None, "malformed"), Rating(None, "malformed")),
+        # Out of the scale, or no number.
+        ("Rating: 7", Rating(None, "malformed"), Rating(None, "malformed")),
+        ("Rating: N/A", Rating(None, "malformed"), Rating(None, "malformed")),
+        # Missing: no word "rating" at all ("operating" is not it).
+        ("The response is fine.", Rating(None, "missing"), Rating(None, "missing")),
+        ("", Rating(None, "missing"), Rating(None, "missing")),
+        ("Operating at 5 fps.", Rating(None, "missing"), Rating(None, "missing")),
     ],
 )
-def test_parse_rating(judgement: str, expected: Rating) -> None:
-    assert parse_rating(judgement) == expected
+def test_parse_rating_reference_and_robust(
+    judgement: str, reference: Rating, robust: Rating
+) -> None:
+    assert parse_rating(judgement) == reference  # the reference's rule is the default
+    assert parse_rating(judgement, "robust") == robust
+    with pytest.raises(ConfigError, match="reference, robust"):
+        parse_rating(judgement, "lenient")
 
 
 def test_scores_worked_out_by_hand() -> None:
@@ -199,3 +210,59 @@ def test_end_to_end_with_fake_model_and_judge(tmp_path: Path, photo_root: Path) 
     assert [row["id"] for row in read_jsonl(tmp_path / "scored" / "predictions.jsonl")] == [
         f"mmhal-{i}" for i in range(4)
     ]
+
+
+TYPES = ["attribute", "adversarial", "comparison", "counting", "relation", "environment",
+         "holistic", "other"]  # fmt: skip
+
+
+def test_reference_parser_and_grouping_end_to_end(tmp_path: Path) -> None:
+    """A response file of 16 questions (two cycles of the 8 types), judged in four formats."""
+    records = [
+        {**RECORD, "question_type": TYPES[i % 8], "question": f"Q{i}?", "model_answer": f"A{i}"}
+        for i in range(16)
+    ]
+    # The second "counting" question (position 11) is labelled "other" by mistake: the
+    # reference groups by position (11 % 8 == 3), so it stays with counting, and the
+    # group, holding two labels, is named by its position.
+    records[11]["question_type"] = "other"
+    response_file = tmp_path / "response.json"
+    response_file.write_text(json.dumps(records))
+    judgements = {
+        "A0": "Rating: 6",  # 6 under both rules
+        "A8": "**Rating:** 4",  # reference 0 (no "rating: 4"), robust 4
+        "A1": "rating: 45",  # reference 4, robust malformed
+        "A9": "Rating: 2",  # 2 under both
+    }
+
+    def judge_answer(request: Any) -> str:
+        answer = request.messages[0]["content"].split("Assistant's answer: ")[1].split("\n")[0]
+        return judgements.get(answer, "Rating: 3")
+
+    def run(parser: str) -> dict[str, Any]:
+        return evaluate(
+            EvalOptions(
+                bench="mmhal", out=tmp_path / parser, predictions=response_file, parser=parser,
+                progress=False,
+            ),
+            judge=FakeBackend(answer=judge_answer, model_name="judge"),
+        )["metrics"]  # fmt: skip
+
+    reference = run("reference")
+    # attribute (positions 0, 8): 6 and 0 -> 3.0; adversarial (1, 9): 4 and 2 -> 3.0
+    assert reference["by_type"]["attribute"]["average_score"] == 3.0
+    assert reference["by_type"]["adversarial"]["average_score"] == 3.0
+    # 12 other questions rate 3: (6 + 0 + 4 + 2 + 12 * 3) / 16 = 48 / 16
+    assert reference["average_score"] == 3.0
+    # below 3: the 0 and the 2 -> 2 / 16
+    assert reference["hallucination_rate"] == 2 / 16
+    assert reference["parser_disagreements"] == 2  # A8 and A1
+    assert "counting" not in reference["by_type"]
+    assert reference["by_type"]["position % 8 == 3"]["n"] == 2
+    assert list(reference["by_type"])[:3] == ["attribute", "adversarial", "comparison"]
+
+    robust = run("robust")
+    # attribute: 6 and 4 -> 5.0; adversarial: malformed (0 by default) and 2 -> 1.0
+    assert robust["by_type"]["attribute"]["average_score"] == 5.0
+    assert robust["by_type"]["adversarial"]["average_score"] == 1.0
+    assert (robust["malformed"], reference["malformed"]) == (1, 1)

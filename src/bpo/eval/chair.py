@@ -362,12 +362,14 @@ def _optional_id(record: Mapping[str, Any]) -> str | None:
 def ground_truth(
     items: Sequence[EvalItem],
     *,
-    instances: str | os.PathLike[str] | None = None,
-    captions: str | os.PathLike[str] | None = None,
+    instances: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    captions: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     lexicon: ObjectLexicon | None = None,
     policy: ErrorPolicy | None = None,
 ) -> dict[str, list[str]]:
     """Each item's objects: from COCO annotation files when given, else its own ``objects``.
+
+    Several instances or captions files (train2014 and val2014) are united.
 
     Returns:
         ``{item id: objects}``; an item with neither (no COCO image id, no
@@ -376,10 +378,16 @@ def ground_truth(
     """
     policy = policy or ErrorPolicy()
     from_coco: dict[int, set[str]] = {}
-    use_coco = instances is not None or captions is not None
+    instance_files, caption_files = _paths(instances), _paths(captions)
+    use_coco = bool(instance_files or caption_files)
     if use_coco:
         ids = [item.fields["image_id"] for item in items if item.fields["image_id"] is not None]
-        from_coco = load_coco_objects(ids, instances=instances, captions=captions, lexicon=lexicon)
+        from_coco = {image_id: set() for image_id in ids}
+        for kind, files in (("instances", instance_files), ("captions", caption_files)):
+            for path in files:
+                found = load_coco_objects(ids, lexicon=lexicon, **{kind: path})
+                for image_id, objects in found.items():
+                    from_coco[image_id] |= objects
     truth: dict[str, list[str]] = {}
     for item in items:
         image_id = item.fields["image_id"]
@@ -397,6 +405,14 @@ def ground_truth(
                 )
             )
     return truth
+
+
+def _paths(value: Any) -> list[str | os.PathLike[str]]:
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [value]
+    return list(value)
 
 
 def score_items(

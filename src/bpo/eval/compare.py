@@ -170,9 +170,23 @@ def format_results(results: dict[str, Any]) -> str:
         ]
         lines.append(format_table(["split", *columns], rows))
         lines.append(f"parser: {results['settings'].get('parser')}")
-    elif results["bench"] == "chair":
-        columns = ["captions", "chair_s", "chair_i", "recall", "mentions", "hallucinated_mentions"]
-        lines.append(format_table(columns, [[metrics[column] for column in columns]]))
+    elif results["bench"] in ("chair", "objhal"):
+        columns = ["chair_s", "chair_i", "recall", "mentions", "hallucinated_mentions"]
+        lines.append(format_table(columns, [[metrics.get(column) for column in columns]]))
+    elif results["bench"] == "amber":
+        lines.extend(_amber_tables(metrics, results["settings"]))
+    elif results["bench"] == "hallusion":
+        columns = ["aAcc", "fAcc", "qAcc", "easy_aAcc", "hard_aAcc", "questions"]
+        rows = [
+            [group, *(metrics[group].get(column) for column in columns)]
+            for group in ("overall", "VD", "VS")
+            if group in metrics
+        ]
+        lines.append(format_table(["category", *columns], rows))
+        lines.append(
+            f"parser: {results['settings'].get('parser')}; unclear answers: {metrics['unclear']}; "
+            f"read differently by the other parser: {metrics['parser_disagreements']}"
+        )
     else:
         columns = ["n", "average_score", "hallucination_rate"]
         rows = [["all", *(metrics[column] for column in columns)]]
@@ -182,10 +196,33 @@ def format_results(results: dict[str, Any]) -> str:
         lines.append(format_table(["question_type", *columns], rows))
         lines.append(
             f"ratings: {metrics['rated']} parsed, {metrics['missing']} missing, "
-            f"{metrics['malformed']} malformed; judge calls: {metrics['judge_calls']}"
+            f"{metrics['malformed']} malformed; judge calls: {metrics['judge_calls']}; "
+            f"read differently by the other parser: {metrics.get('parser_disagreements', 0)}"
         )
     lines.append(
         f"answered {counts['answered']} of {counts['items']} items"
         + (f" ({counts['unanswered']} without an answer)" if counts["unanswered"] else "")
     )
     return "\n".join(lines)
+
+
+def _amber_tables(metrics: Mapping[str, Any], settings: Mapping[str, Any]) -> list[str]:
+    lines = []
+    if "generative" in metrics:
+        columns = ["chair", "cover", "hal", "cog", "descriptions"]
+        lines.append(format_table(columns, [[metrics["generative"][c] for c in columns]]))
+    columns = ["accuracy", "precision", "recall", "f1", "n"]
+    rows = [
+        [name, *(values[c] for c in columns)]
+        for name, values in metrics.items()
+        if isinstance(values, Mapping) and name != "generative"
+    ]
+    if rows:
+        lines.append(format_table(["dimension", *columns], rows))
+    if "amber_score" in metrics:
+        lines.append(f"AMBER score: {metrics['amber_score']:.4f}")
+    lines.append(
+        f"parser: {settings.get('parser')}; yes/no answers read differently by the other "
+        f"parser: {metrics['parser_disagreements']}"
+    )
+    return lines

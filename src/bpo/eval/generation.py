@@ -8,6 +8,9 @@ batch in flight. Images are loaded batch by batch (memory stays bounded).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +22,8 @@ from bpo.errors import BpoError, ConfigError, ErrorPolicy, RecordError
 from bpo.eval.items import EvalItem
 
 if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
     from bpo.backends import Backend
 
 
@@ -57,7 +62,6 @@ def generate_answers(
     from tqdm.auto import tqdm
 
     from bpo.backends import GenerationRequest
-    from bpo.data.images import load_image
 
     policy = policy or ErrorPolicy()
     stats = GenerationStats()
@@ -72,11 +76,7 @@ def generate_answers(
                 batch, requests = [], []
                 for item in chunk:
                     try:
-                        image = (
-                            load_image(item.image, image_root, record_id=item.id)
-                            if item.image is not None
-                            else None
-                        )
+                        image = _image(item, image_root)
                     except RecordError as error:
                         policy.handle(error)
                         stats.failed += 1
@@ -108,3 +108,18 @@ def generate_answers(
                             stats.generated += 1
                 bar.update(len(chunk))
     return stats
+
+
+def _image(item: EvalItem, image_root: str | os.PathLike[str] | None) -> PILImage | None:
+    """The item's image: decoded from its embedded data, else loaded from the image root."""
+    from bpo.data.images import decode_image, load_image
+
+    if item.image_data is not None:
+        try:
+            data = base64.b64decode(item.image_data, validate=True)
+        except (binascii.Error, ValueError):
+            raise RecordError("embedded image is not base64", record_id=item.id) from None
+        return decode_image(io.BytesIO(data), record_id=item.id)
+    if item.image is None:
+        return None
+    return load_image(item.image, image_root, record_id=item.id)

@@ -20,8 +20,15 @@ from bpo.data.records import Message
 from bpo.errors import ConfigError, ErrorPolicy, RecordError
 
 # Where answers sit in prediction files: ours ("answer"), LLaVA's answer files
-# ("text"), MMHal-Bench response files ("model_answer"), caption files ("caption").
-ANSWER_FIELDS = ("answer", "text", "model_answer", "caption", "response", "output")
+# ("text"), MMHal-Bench response files ("model_answer"), caption files ("caption"),
+# AMBER's ("response"), HallusionBench result files ("model_prediction").
+ANSWER_FIELDS = (
+    "answer", "text", "model_answer", "caption", "response", "output", "model_prediction"
+)  # fmt: skip
+# lmms-eval's logged samples (--log_samples): the answer is the first of
+# "filtered_resps" (after the task's filters), else of "resps"; the question's
+# fields are under "doc".
+LMMS_EVAL_ANSWERS = ("filtered_resps", "resps")
 
 
 @dataclass
@@ -35,6 +42,9 @@ class EvalItem:
         fields: copied into the item's predictions line (split, label, image id ...).
         keys: other names a prediction made elsewhere may give the item
             (``question_id=3@random``, ``image_id=42``, ``index=7``), see `prediction_keys`.
+        image_data: the image itself, base64-encoded, for benchmark files that embed
+            their images (Object HalBench); `image` then only names it. Never
+            written to predictions.jsonl.
     """
 
     id: str
@@ -42,6 +52,7 @@ class EvalItem:
     image: str | None
     fields: dict[str, Any] = field(default_factory=dict)
     keys: tuple[str, ...] = ()
+    image_data: str | None = field(default=None, repr=False)
 
 
 def user_prompt(template: str, question: str = "") -> list[Message]:
@@ -103,12 +114,28 @@ def located(
 
 
 def answer_of(row: Mapping[str, Any]) -> str | None:
-    """The answer in a prediction line: the first of `ANSWER_FIELDS` that holds a string."""
+    """The answer in a prediction line: the first of `ANSWER_FIELDS` that holds a
+    string, else the first response of an lmms-eval logged sample."""
     for name in ANSWER_FIELDS:
         value = row.get(name)
         if isinstance(value, str):
             return value
+    for name in LMMS_EVAL_ANSWERS:
+        value = row.get(name)
+        # [["text"]] (resps) or ["text"] (filtered_resps): the first text.
+        while isinstance(value, list) and value:
+            value = value[0]
+        if isinstance(value, str):
+            return value
     return None
+
+
+def lmms_eval_doc(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An lmms-eval logged sample's question fields (its ``doc``); other rows as they are."""
+    doc = row.get("doc")
+    if isinstance(doc, Mapping) and "doc_id" in row:
+        return doc
+    return row
 
 
 RowKeys = Callable[[Mapping[str, Any], int], list[str]]

@@ -15,22 +15,33 @@ on the reference's 0-6 scale (informative or not, hallucinating or not; below
 3 means "with hallucination"). The prompt below is bpo's own wording of that
 task; the scale is the reference's, so ratings compare with published ones.
 
-Parsing the judge (reference: ``eval_gpt4.py`` of the MMHal-Bench repository,
-also ``Eval/eval_gpt_mmhal.py`` in LLaVA-RLHF): the rating is the N of
-"rating: N", case-insensitive. A judgement with no "rating" at all is
-``missing``; one whose ratings are not a single integer 0-6 (no number, 7,
-4.5, or two different ratings) is ``malformed``. The reference counts both as
-0 (it prints a warning); bpo does too by default (``unparsed="zero"``), so its
-averages match, and reports how many there were; ``unparsed="exclude"`` leaves
-them out of the averages instead.
+Parsing the judge. ``reference`` (the default) is the rule of the reference
+scorer (``Eval/eval_gpt_mmhal.py`` of LLaVA-RLHF, the loop over ``range(7)`` after
+the judge calls): the rating is the ``s`` in 0-6 for which the lower-cased
+judgement contains the text ``rating: s``; exactly one such ``s``, else the
+rating is 0. So "**Rating:** 4", "rating is 4" and "Rating 4" read 0 there, and
+"rating: 45" or "Rating: 4.5" read 4 (they contain "rating: 4"). ``robust``
+reads a rating the way people write one: "Rating: 4", "**Rating:** 4", "rating =
+4", "Rating - 4", "rating is 4", one integer 0-6 (the same rating repeated is
+one); bpo counts the judgements the two rules read differently
+(``parser_disagreements``), so a judge whose format drifts shows.
 
-Judge answers are cached in a JSONL file keyed by a hash of the judge model's
-name and the full prompt, so re-scoring the same answers costs nothing.
+A judgement whose rule finds nothing is ``missing`` when it has no word
+"rating" at all, else ``malformed`` (no usable number, or several different
+ones). The reference counts both as 0 (it prints a warning); bpo does too by
+default (``unparsed="zero"``), so its averages match, and reports how many there
+were; ``unparsed="exclude"`` leaves them out of the averages instead.
+
+Per-type averages are grouped as the reference groups them: by the question's
+position in the benchmark file modulo 8 (its comment: "assuming order of 96
+questions is not changed"; the released file cycles through the 8 types in
+order), each group named by the ``question_type`` of its first question.
+
+Judge answers are cached (`bpo.eval.judge`), so re-scoring the same answers costs nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -42,6 +53,7 @@ from urllib.parse import urlparse
 from bpo.data.records import check_json_value
 from bpo.errors import ConfigError, ErrorPolicy, RecordError
 from bpo.eval.items import EvalItem, located, read_json_records, user_prompt
+from bpo.eval.judge import JudgeCache, run_judge
 
 if TYPE_CHECKING:
     from bpo.backends import Backend
@@ -89,8 +101,11 @@ Explain your judgement in a few sentences. Then end with one line of the form \
 0 = not informative, with hallucination"""
 
 _RATING_WORD = re.compile(r"\brating\b", re.IGNORECASE)
-# "Rating: 4", "**Rating:** 4", "rating = 4", "Rating - 4", "rating is 4".
+# robust: "Rating: 4", "**Rating:** 4", "rating = 4", "Rating - 4", "rating is 4".
 _RATING = re.compile(r"\brating\b[\s*_:=#\-]*(?:is\s+)?(\d+(?:\.\d+)?)", re.IGNORECASE)
+PARSERS = ("reference", "robust")
+# The reference's scores are grouped by position: question_type = i % 8.
+TYPES_IN_CYCLE = 8
 
 
 @dataclass(frozen=True)
@@ -101,8 +116,18 @@ class Rating:
     status: str  # "ok" | "missing" | "malformed"
 
 
-def parse_rating(judgement: str) -> Rating:
-    """The 0-6 rating in a judge's answer (see the module docstring); never raises."""
+def parse_rating_reference(judgement: str) -> Rating:
+    """The reference scorer's rating (see the module docstring); never raises."""
+    lowered = judgement.lower()
+    # eval_gpt_mmhal.py: `for s in range(7): if f'rating: {s}' in response.lower()`.
+    found = [s for s in range(MAX_RATING + 1) if f"rating: {s}" in lowered]
+    if len(found) == 1:
+        return Rating(found[0], "ok")
+    return Rating(None, "malformed" if _RATING_WORD.search(judgement) else "missing")
+
+
+def parse_rating_robust(judgement: str) -> Rating:
+    """A rating as people write one (see the module docstring); never raises."""
     if not _RATING_WORD.search(judgement):
         return Rating(None, "missing")
     values = {match.group(1) for match in _RATING.finditer(judgement)}
@@ -112,6 +137,14 @@ def parse_rating(judgement: str) -> Rating:
         if text.isdigit() and len(text) <= 3 and int(text) <= MAX_RATING:
             return Rating(int(text), "ok")
     return Rating(None, "malformed")
+
+
+def parse_rating(judgement: str, parser: str = "reference") -> Rating:
+    """The 0-6 rating in a judge's answer under `parser` (``reference`` or ``robust``)."""
+    if parser not in PARSERS:
+        raise ConfigError(f"unknown rating parser {parser!r}; choose one of: {', '.join(PARSERS)}")
+    read = parse_rating_reference if parser == "reference" else parse_rating_robust
+    return read(judgement)
 
 
 def judge_prompt(record: Mapping[str, Any], response: str) -> str:
@@ -147,79 +180,6 @@ def image_file(record: Mapping[str, Any]) -> str:
     return name
 
 
-def cache_key(model: str, prompt: str) -> str:
-    """The judge cache's key: SHA-256 of the judge model's name and the prompt."""
-    return hashlib.sha256(f"{model}\0{prompt}".encode()).hexdigest()
-
-
-class JudgeCache:
-    """Judge answers on disk (JSONL), keyed by `cache_key`; appended as they arrive."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        from bpo.data.jsonl import JsonlWriter, iter_jsonl, repair_torn_tail
-
-        self.path = Path(path)
-        self.answers: dict[str, str] = {}
-        repair_torn_tail(self.path)
-        if self.path.exists():
-            for _, row in iter_jsonl(self.path):
-                if isinstance(row, dict) and isinstance(row.get("output"), str) and "id" in row:
-                    self.answers.setdefault(str(row["id"]), row["output"])
-        self._writer = JsonlWriter(self.path)
-
-    def get(self, key: str) -> str | None:
-        return self.answers.get(key)
-
-    def put(self, key: str, model: str, output: str) -> None:
-        self.answers[key] = output
-        self._writer.write({"id": key, "model": model, "output": output})
-
-    def close(self) -> None:
-        self._writer.close()
-
-
-def run_judge(
-    prompts: Sequence[str],
-    backend: Backend,
-    cache: JudgeCache,
-    *,
-    batch_size: int = 8,
-    max_new_tokens: int = 1024,
-    progress: bool = False,
-) -> tuple[list[str], int]:
-    """The judge's answer to each prompt, from the cache or the backend (greedy).
-
-    Answers are cached batch by batch, so an interrupted run keeps what it got.
-
-    Returns:
-        (answers in the order of `prompts`, how many the backend was asked for).
-    """
-    from bpo.backends import GenerationRequest
-
-    keys = [cache_key(backend.model_name, prompt) for prompt in prompts]
-    todo: dict[str, int] = {}  # uncached key -> the first prompt that has it
-    for index, key in enumerate(keys):
-        if key not in todo and cache.get(key) is None:
-            todo[key] = index
-    pending = list(todo.items())
-    for start in range(0, len(pending), batch_size):
-        chunk = pending[start : start + batch_size]
-        requests = [
-            GenerationRequest(
-                [{"role": "user", "content": prompts[i]}],
-                max_new_tokens=max_new_tokens,
-                # Greedy, as the reference asks GPT-4 (temperature 0).
-                temperature=0.0,
-            )
-            for _, i in chunk
-        ]
-        outputs = backend.generate(requests, progress=progress)
-        for (key, _), output in zip(chunk, outputs, strict=True):
-            cache.put(key, backend.model_name, output)
-    answers = [cache.get(key) or "" for key in keys]
-    return answers, len(pending)
-
-
 def score_mmhal(
     ratings: Sequence[Rating],
     question_types: Sequence[str],
@@ -230,7 +190,7 @@ def score_mmhal(
 
     Args:
         ratings: one parsed judge rating per question.
-        question_types: each question's ``question_type``.
+        question_types: each question's group (`type_groups`: its ``question_type``).
         unparsed: ``"zero"`` counts a missing or malformed rating as 0, as the
             reference does; ``"exclude"`` leaves it out of the averages.
 
@@ -349,12 +309,33 @@ def prediction_keys(row: Mapping[str, Any], index: int) -> list[str]:
     return [str(row["id"])] if row.get("id") is not None else [f"index={index}"]
 
 
+def type_groups(items: Sequence[EvalItem]) -> dict[str, str]:
+    """Each item's per-type group as the reference forms them: its position modulo 8.
+
+    A group is named by the ``question_type`` of its first question (the released
+    file cycles through the types, so each group is one type); a group whose
+    questions have several types is named ``"position % 8 == k"``.
+    """
+    positions = {item.id: int(item.id.rsplit("-", 1)[1]) for item in items}
+    types: dict[int, list[str]] = {}
+    for item in items:
+        types.setdefault(positions[item.id] % TYPES_IN_CYCLE, []).append(
+            item.fields["question_type"]
+        )
+    names = {
+        k: names[0] if len(set(names)) == 1 else f"position % {TYPES_IN_CYCLE} == {k}"
+        for k, names in types.items()
+    }
+    return {item.id: names[positions[item.id] % TYPES_IN_CYCLE] for item in items}
+
+
 def score_items(
     items: Sequence[EvalItem],
     answers: Mapping[str, str],
     judge: Backend,
     cache: JudgeCache,
     *,
+    parser: str = "reference",
     unparsed: str = "zero",
     batch_size: int = 8,
     max_new_tokens: int = 1024,
@@ -363,8 +344,9 @@ def score_items(
     """Judge each answered item (through the cache) and score the ratings.
 
     Returns:
-        (metrics as `score_mmhal` plus ``judge_calls``, details ``{"questions":
-        [{"id", "question_type", "rating", "status", "judgement"}]}``).
+        (metrics as `score_mmhal` plus ``judge_calls`` and ``parser_disagreements``
+        (judgements the reference and robust rules read differently), details
+        ``{"questions": [{"id", "question_type", "rating", "status", "judgement"}]}``).
     """
     answered = [item for item in items if item.id in answers]
     prompts = [judge_prompt(item.fields, answers[item.id]) for item in answered]
@@ -376,11 +358,13 @@ def score_items(
         max_new_tokens=max_new_tokens,
         progress=progress,
     )
-    ratings = [parse_rating(text) for text in judgements]
-    metrics = score_mmhal(
-        ratings, [item.fields["question_type"] for item in answered], unparsed=unparsed
-    )
+    ratings = [parse_rating(text, parser) for text in judgements]
+    groups = type_groups(items)
+    metrics = score_mmhal(ratings, [groups[item.id] for item in answered], unparsed=unparsed)
     metrics["judge_calls"] = calls
+    metrics["parser_disagreements"] = sum(
+        parse_rating_reference(text).value != parse_rating_robust(text).value for text in judgements
+    )
     questions = [
         {
             "id": item.id,

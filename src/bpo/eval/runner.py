@@ -10,7 +10,10 @@ Outputs, in ``out/``:
   refused, naming them, rather than mixing answers (``--overwrite`` replaces them).
 - ``results.json``: settings, counts, metrics and per-item details.
 - ``skipped.json``: the records skipped under ``--on-error skip``.
-- ``judge_cache.jsonl`` (MMHal-Bench): the judge's answers, reused on re-runs.
+- ``judge_cache.jsonl`` (MMHal-Bench, Object HalBench with a judge): the judge's
+  answers, reused on re-runs.
+
+Benchmarks are chosen by name from `bpo.eval.benches.BENCHES`.
 
 Answers are generated greedily by default (temperature 0), as papers evaluate.
 """
@@ -26,26 +29,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpo.errors import ConfigError, ErrorPolicy
-from bpo.eval import chair, mmhal, pope
+from bpo.eval import mmhal, objhal, pope
+from bpo.eval.benches import BENCHES, ScoreContext, get_bench
 from bpo.eval.generation import generate_answers
-from bpo.eval.items import EvalItem, RowKeys, match_predictions, prediction_keys
+from bpo.eval.items import EvalItem, match_predictions
 from bpo.fsio import atomic_write, write_text
 from bpo.provenance import Provenance, file_digest, folder_record
 
 if TYPE_CHECKING:
     from bpo.backends import Backend
 
-BENCHES = ("pope", "chair", "mmhal")
-
-DEFAULT_PROMPTS = {
-    "pope": pope.DEFAULT_PROMPT,
-    "chair": chair.DEFAULT_PROMPT,
-    "mmhal": mmhal.DEFAULT_PROMPT,
-}
-# Enough for the answers each benchmark expects: LLaVA's model_vqa_loader gives POPE
-# 128 tokens; OPERA describes CHAIR images in up to 512; LLaVA-RLHF's MMHal-Bench
-# answers get 1024.
-DEFAULT_MAX_NEW_TOKENS = {"pope": 128, "chair": 512, "mmhal": 1024}
+DEFAULT_PROMPTS = {name: bench.prompt for name, bench in BENCHES.items()}
+DEFAULT_MAX_NEW_TOKENS = {name: bench.max_new_tokens for name, bench in BENCHES.items()}
 
 
 @dataclass
@@ -53,7 +48,8 @@ class EvalOptions:
     """Everything `evaluate` needs; the CLI fills it from its flags.
 
     Attributes:
-        bench: "pope", "chair" or "mmhal".
+        bench: a name of `bpo.eval.benches.BENCHES` (pope, chair, mmhal, amber, objhal,
+            hallusion).
         out: the output folder.
         data: the benchmark file (POPE: a question file or a folder of them).
         pope_splits: more POPE question files, as ``NAME=FILE``.
@@ -65,10 +61,13 @@ class EvalOptions:
         temperature, seed: sampling; 0 is greedy.
         limit: answer only the first N items (of each POPE split).
         prompt: the prompt template (``{question}`` is replaced); None: the benchmark's.
-        parser: POPE's answer parser, "reference" or "robust".
-        coco_instances, coco_captions: CHAIR ground truth files; lexicon: a lexicon
-            file extending COCO's.
-        judge_backend, judge_model, judge_options: the MMHal-Bench judge.
+        parser: "reference" (the benchmark's own rule) or "robust": how POPE, AMBER and
+            HallusionBench read yes/no answers and MMHal-Bench reads the judge's rating.
+        coco_instances, coco_captions: COCO ground truth files (CHAIR, Object
+            HalBench), one path or several; lexicon: a lexicon file extending COCO's.
+        amber_dir: AMBER's data/ folder (annotations.json, relation.json, safe_words.txt).
+        objects_from: Object HalBench's object extraction, "lexicon" or "judge".
+        judge_backend, judge_model, judge_options: the judge (MMHal-Bench, Object HalBench).
         judge_cache: its cache file (default: ``out/judge_cache.jsonl``).
         judge_unparsed: "zero" (as the reference) or "exclude".
         judge_max_new_tokens: the judge's answer length.
@@ -93,9 +92,11 @@ class EvalOptions:
     limit: int | None = None
     prompt: str | None = None
     parser: str = "reference"
-    coco_instances: str | os.PathLike[str] | None = None
-    coco_captions: str | os.PathLike[str] | None = None
+    coco_instances: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None
+    coco_captions: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None
     lexicon: str | os.PathLike[str] | None = None
+    amber_dir: str | os.PathLike[str] | None = None
+    objects_from: str = "lexicon"
     judge_backend: str = "openai"
     judge_model: str | None = None
     judge_options: dict[str, Any] = field(default_factory=dict)
@@ -108,10 +109,7 @@ class EvalOptions:
 
     def check(self) -> None:
         """Refuse options that cannot work together, before anything runs."""
-        if self.bench not in BENCHES:
-            raise ConfigError(
-                f"unknown benchmark {self.bench!r}; choose one of: {', '.join(BENCHES)}"
-            )
+        bench = get_bench(self.bench)
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be at least 1")
         if self.limit is not None and self.limit < 1:
@@ -121,35 +119,32 @@ class EvalOptions:
         if self.temperature < 0:
             raise ConfigError("--temperature must be >= 0")
         pope.get_parser(self.parser)
+        if self.objects_from not in objhal.EXTRACTORS:
+            raise ConfigError(f"--objects-from must be one of {', '.join(objhal.EXTRACTORS)}")
         if self.judge_unparsed not in mmhal.UNPARSED_POLICIES:
             raise ConfigError(f"--judge-unparsed must be one of {mmhal.UNPARSED_POLICIES}")
         has_data = (
             self.data is not None
             or (self.bench == "pope" and bool(self.pope_splits))
-            # An MMHal-Bench response file holds the questions too.
-            or (self.bench == "mmhal" and self.predictions is not None)
+            # AMBER's data/ folder holds its query files.
+            or (self.bench == "amber" and self.amber_dir is not None)
+            # MMHal-Bench response files and HallusionBench result files hold the questions.
+            or (bench.self_contained and self.predictions is not None)
         )
         if not has_data:
             raise ConfigError(f"--bench {self.bench} needs --data")
+        if self.bench == "amber" and self.amber_dir is None:
+            raise ConfigError(
+                "--bench amber needs --amber-dir: AMBER's data/ folder "
+                "(annotations.json, relation.json, safe_words.txt)"
+            )
 
 
 def load_items(options: EvalOptions, policy: ErrorPolicy) -> list[EvalItem]:
     """The benchmark's items, as `options` select them."""
     prompt = options.prompt or DEFAULT_PROMPTS[options.bench]
     common: dict[str, Any] = {"prompt": prompt, "limit": options.limit, "policy": policy}
-    if options.bench == "pope":
-        return pope.load_items(pope.question_files(options.data, options.pope_splits), **common)
-    if options.bench == "chair":
-        assert options.data is not None
-        return chair.load_items(options.data, **common)
-    # MMHal-Bench response files hold the questions too: --predictions alone will do.
-    source = options.data if options.data is not None else options.predictions
-    assert source is not None
-    return mmhal.load_items(source, **common)
-
-
-def _row_keys(bench: str) -> RowKeys:
-    return mmhal.prediction_keys if bench == "mmhal" else prediction_keys
+    return get_bench(options.bench).load(options, common)
 
 
 def answers_provenance(out: Path, settings: dict[str, Any], *, overwrite: bool) -> Provenance:
@@ -188,7 +183,7 @@ def evaluate(
     Args:
         options: what to run.
         backend: answer with this backend instead of building one from `options`.
-        judge: judge MMHal-Bench with this backend instead of building one.
+        judge: the judge (MMHal-Bench, Object HalBench) instead of one built from `options`.
 
     Returns:
         The results, as saved in ``out/results.json``.
@@ -220,7 +215,7 @@ def evaluate(
             )
             provenance.check()
         answers, matched = match_predictions(
-            options.predictions, items, policy=policy, row_keys=_row_keys(options.bench)
+            options.predictions, items, policy=policy, row_keys=get_bench(options.bench).row_keys
         )
         if not own:
             provenance.commit()  # the record first: no crash leaves the copy without it
@@ -243,7 +238,10 @@ def evaluate(
         settings.update(generation)
         from bpo.data.images import check_image_root
 
-        check_image_root(((item.id, item.image) for item in items), options.image_root)
+        check_image_root(
+            ((item.id, item.image) for item in items if item.image_data is None),
+            options.image_root,
+        )
         own = backend is None
         if backend is None:
             backend = get_backend(options.backend, model=options.model, **options.backend_options)
@@ -274,7 +272,9 @@ def evaluate(
     counts["duplicate_predictions"] = matched["duplicates"]
     if not answers:
         raise ConfigError("no answers to score: none of the predictions matched an item")
-    metrics, details = _score(options, items, answers, settings, policy, judge, out)
+    metrics, details = get_bench(options.bench).score(
+        ScoreContext(options, items, answers, settings, policy, judge, out)
+    )
     counts["skipped"] = dict(policy.counts)
     results = {
         "bench": options.bench,
@@ -288,73 +288,3 @@ def evaluate(
     _write_json(out / "results.json", results)
     policy.report(out / "skipped.json")
     return results
-
-
-def _score(
-    options: EvalOptions,
-    items: list[EvalItem],
-    answers: dict[str, str],
-    settings: dict[str, Any],
-    policy: ErrorPolicy,
-    judge: Backend | None,
-    out: Path,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    if options.bench == "pope":
-        settings["parser"] = options.parser
-        return pope.score_items(items, answers, parser=options.parser)
-    if options.bench == "chair":
-        from bpo.lexicon import ObjectLexicon
-
-        lexicon = ObjectLexicon.default()
-        if options.lexicon is not None:
-            lexicon = lexicon.extend(ObjectLexicon.load(options.lexicon))
-        settings["lexicon"] = str(options.lexicon) if options.lexicon else "coco"
-        settings["ground_truth"] = [
-            str(path) for path in (options.coco_instances, options.coco_captions) if path
-        ] or "objects"
-        truth = chair.ground_truth(
-            items,
-            instances=options.coco_instances,
-            captions=options.coco_captions,
-            lexicon=lexicon,
-            policy=policy,
-        )
-        return chair.score_items(items, answers, truth, lexicon)
-    return _score_mmhal(options, items, answers, settings, judge, out)
-
-
-def _score_mmhal(
-    options: EvalOptions,
-    items: list[EvalItem],
-    answers: dict[str, str],
-    settings: dict[str, Any],
-    judge: Backend | None,
-    out: Path,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    from bpo.backends import get_backend
-
-    own = judge is None
-    if judge is None:
-        if not options.judge_model:
-            raise ConfigError("MMHal-Bench needs a judge: --judge-model (and --judge-base-url)")
-        judge = get_backend(
-            options.judge_backend, model=options.judge_model, **options.judge_options
-        )
-    settings["judge"] = {"backend": judge.name, "model": judge.model_name}
-    settings["judge_unparsed"] = options.judge_unparsed
-    cache = mmhal.JudgeCache(options.judge_cache or out / "judge_cache.jsonl")
-    try:
-        return mmhal.score_items(
-            items,
-            answers,
-            judge,
-            cache,
-            unparsed=options.judge_unparsed,
-            batch_size=options.batch_size,
-            max_new_tokens=options.judge_max_new_tokens,
-            progress=options.progress,
-        )
-    finally:
-        cache.close()
-        if own:
-            judge.close()
