@@ -189,6 +189,10 @@ def run_pipeline(
     provenance = run.check(keep=keep, overwrite=overwrite)
     if "train" in stages:  # a tracker that is not installed stops the run now, not at train
         check_report_to(recipe.train.report_to, installed=True)
+    if "eval" in stages:
+        from bpo.eval.recipe import check_eval
+
+        check_eval(recipe.eval)
     if "bootstrap" in stages and "image-weakening" in recipe.bootstrap.strategies:
         _check_images(recipe)
     provenance.commit()
@@ -359,15 +363,14 @@ def _export(run: Run, progress: bool) -> None:
 
 def _eval(run: Run, progress: bool) -> None:
     from bpo.backends import backend_options, get_backend
-    from bpo.eval.runner import EvalOptions, evaluate
+    from bpo.eval.recipe import EVAL_KEYS, eval_options
+    from bpo.eval.runner import evaluate
 
     recipe = run.recipe
     config = recipe.eval
-    benches = {
-        name: path for name, path in (("chair", config.chair), ("pope", config.pope)) if path
-    }
+    benches = config.benches()
     if not benches:
-        _say("eval: no benchmark in the recipe (eval.chair, eval.pope)")
+        _say(f"eval: no benchmark in the recipe (eval.{', eval.'.join(EVAL_KEYS)})")
         return
     models = {"base": recipe.model.name, "bpo": str(run.path("model"))}
     for label, model in models.items():
@@ -387,22 +390,13 @@ def _eval(run: Run, progress: bool) -> None:
         backend = get_backend("hf", model=model, **options)
         try:
             for bench, data in benches.items():
-                out = run.path("eval", f"{label}-{bench}")
-                _say(f"{stage}: {bench} -> {out}")
-                evaluate(
-                    EvalOptions(
-                        bench=bench,
-                        out=out,
-                        data=data,
-                        image_root=config.image_root or recipe.samples.image_root,
-                        model=model,
-                        batch_size=config.batch_size,
-                        max_new_tokens=config.max_new_tokens,
-                        on_error=recipe.samples.on_error,
-                        progress=progress,
-                    ),
-                    backend=backend,
-                )
+                options_ = eval_options(
+                    recipe, bench, data, out=run.path("eval", f"{label}-{bench}"),
+                    model=model, judge_cache=run.path("eval", f"judge_cache-{bench}.jsonl"),
+                    progress=progress,
+                )  # fmt: skip
+                _say(f"{stage}: {bench} -> {options_.out}")
+                evaluate(options_, backend=backend)
         finally:
             backend.close()
         if run.after_eval is not None:

@@ -1,7 +1,8 @@
-"""Hallucination benchmarks: POPE, CHAIR, MMHal-Bench, on any backend; and run comparison.
+"""Hallucination benchmarks (POPE, CHAIR, MMHal-Bench, AMBER, Object HalBench,
+HallusionBench) on any backend; and run comparison.
 
 Two forms:
-  bpo eval --bench pope|chair|mmhal --out DIR ...   answer (or score given answers), then score
+  bpo eval --bench NAME --out DIR ...               answer (or score given answers), then score
   bpo eval compare A/results.json B/results.json    metrics side by side, differences to A
 
 A run writes DIR/predictions.jsonl (appended as batches finish: re-running the
@@ -22,14 +23,39 @@ Benchmarks and their files:
          looked up under --image-root by the file name of image_src (nothing is
          downloaded). A judge rates each answer: --judge-model, --judge-base-url
          (an OpenAI-compatible endpoint); its answers are cached in DIR/judge_cache.jsonl.
+         Ratings are read as the reference scorer reads them ("rating: N", exactly
+         one N in 0-6, else 0; --parser reference) or leniently (--parser robust).
+  amber  --amber-dir: AMBER's data/ folder (annotations.json, relation.json,
+         safe_words.txt); --data: one of its query files (query/query_all.json by
+         default; query_generative.json, query_discriminative*.json: JSON arrays of
+         id, image, query); images AMBER_N.jpg under --image-root. Descriptions get
+         CHAIR, Cover, Hal, Cog; yes/no questions accuracy, precision, recall, F1
+         ("No" the positive class) per dimension; both: the AMBER score. Yes/no
+         answers must be exactly "Yes"/"No" (--parser reference) or are read with
+         negations understood (--parser robust).
+  objhal --data: obj_halbench_300_with_image.jsonl (JSON Lines of image_id, question,
+         image: base64 or a path under --image-root); ground truth from
+         --coco-instances and --coco-captions (repeatable: train2014 and val2014, as
+         the reference combines them). Objects are found by bpo's lexicon
+         (--objects-from lexicon, LLM-free) or listed by a judge (--objects-from
+         judge, with --judge-model). CHAIR_s, CHAIR_i, recall.
+  hallusion --data: HallusionBench.json (category, subcategory, visual_input, set_id,
+         figure_id, question_id, question, gt_answer, filename); images are filename
+         under --image-root (the folder holding hallusion_bench/). aAcc, fAcc, qAcc,
+         easy/hard aAcc, overall and per VD/VS. Answers read as lmms-eval's judge-free
+         rule ("yes" anywhere: yes; --parser reference) or --parser robust.
 
 --predictions FILE scores existing answers without generating. FILE is JSON
 Lines or a JSON array; each answer is in "answer" (or "text", "model_answer",
 "caption", "response", "output") and names its item by "id" (bpo's own
 predictions.jsonl), else by "question_id" (+ "split" or "category") for POPE,
-"image_id" or "image" for CHAIR, else by its position in the file (POPE's
-reference answer files, MMHal-Bench response files). For MMHal-Bench a response
-file holds the questions too, so --data may be left out.
+"image_id" or "image" for CHAIR and Object HalBench (RLAIF-V's answer files),
+AMBER's "id" (its response files: [{"id", "response"}]), HallusionBench's
+category/subcategory/set_id/figure_id/question_id (its result files with
+"model_prediction", and lmms-eval's logged samples, --log_samples, whose answer
+is "filtered_resps"), else by its position in the file (POPE's reference answer
+files, MMHal-Bench response files). MMHal-Bench response files and HallusionBench
+result files hold the questions too, so --data may be left out.
 
 examples:
   bpo eval --bench pope --data pope/ --image-root val2014 --model runs/llava \\
@@ -40,6 +66,9 @@ examples:
       --model llava --backend openai --base-url http://127.0.0.1:8000/v1 --out eval/chair
   bpo eval --bench mmhal --predictions response.json --judge-model gpt-4o \\
       --judge-base-url https://api.openai.com/v1 --out eval/mmhal
+  bpo eval --bench amber --amber-dir AMBER/data --image-root AMBER/image \\
+      --model runs/llava --out eval/amber
+  bpo eval --bench hallusion --predictions HallusionBench_result.json --out eval/hb
   bpo eval compare eval/pope-base/results.json eval/pope-bpo/results.json
 """
 
@@ -56,7 +85,9 @@ from bpo.commands.options import (
     backend_options,
 )
 
-BENCHES = ("pope", "chair", "mmhal")
+# The names of `bpo.eval.benches.BENCHES`, here so that --help imports nothing heavy
+# (a test keeps the two equal).
+BENCHES = ("pope", "chair", "mmhal", "amber", "objhal", "hallusion")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-new-tokens",
         type=int,
-        help="answer length (default: pope 128, chair 512, mmhal 1024)",
+        help="answer length (default: pope, hallusion 128; chair, amber, objhal 512; mmhal 1024)",
     )
     parser.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (temperature > 0)")
@@ -103,20 +134,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_model_options(parser, title="model (what answers)")
 
-    pope = parser.add_argument_group("pope")
-    pope.add_argument(
+    reading = parser.add_argument_group("answer reading (pope, amber, hallusion, mmhal)")
+    reading.add_argument(
         "--parser",
         choices=("reference", "robust"),
         default="reference",
-        help="answer parser: the reference scorer's rule (default) or negation-aware",
+        help="the reference scorer's rule (default) or a robust reading (negations "
+        "understood; mmhal: lenient rating formats); how many answers the two read "
+        "differently is reported",
     )
 
-    chair = parser.add_argument_group("chair")
-    chair.add_argument("--coco-instances", metavar="FILE", help="e.g. instances_val2014.json")
-    chair.add_argument("--coco-captions", metavar="FILE", help="e.g. captions_val2014.json")
+    chair = parser.add_argument_group("chair, objhal")
+    chair.add_argument(
+        "--coco-instances", metavar="FILE", action="append",
+        help="e.g. instances_val2014.json (repeatable)",
+    )  # fmt: skip
+    chair.add_argument(
+        "--coco-captions", metavar="FILE", action="append",
+        help="e.g. captions_val2014.json (repeatable)",
+    )  # fmt: skip
     chair.add_argument("--lexicon", metavar="FILE", help="object lexicon extending COCO's")
+    chair.add_argument(
+        "--objects-from",
+        choices=("lexicon", "judge"),
+        default="lexicon",
+        help="objhal: objects found by the lexicon (default) or listed by the judge",
+    )
 
-    judge = parser.add_argument_group("mmhal judge")
+    amber = parser.add_argument_group("amber")
+    amber.add_argument(
+        "--amber-dir", metavar="DIR", help="AMBER's data/ folder (annotations, relations)"
+    )
+
+    judge = parser.add_argument_group("judge (mmhal; objhal --objects-from judge)")
     judge.add_argument("--judge-backend", choices=BACKENDS, default="openai")
     judge.add_argument("--judge-model", help="the judge model (GPT-4-class)")
     judge.add_argument("--judge-base-url", help="openai: the judge's server URL")
@@ -191,6 +241,8 @@ def execute(args: argparse.Namespace) -> Any:
         coco_instances=args.coco_instances,
         coco_captions=args.coco_captions,
         lexicon=args.lexicon,
+        amber_dir=args.amber_dir,
+        objects_from=args.objects_from,
         judge_backend=args.judge_backend,
         judge_model=args.judge_model,
         judge_options=backend_options(
@@ -200,7 +252,7 @@ def execute(args: argparse.Namespace) -> Any:
             api_key_env=args.judge_api_key_env,
             batch_size=args.batch_size,
         )
-        if args.bench == "mmhal" and args.judge_model
+        if args.bench in ("mmhal", "objhal") and args.judge_model
         else {},
         judge_cache=args.judge_cache,
         judge_unparsed=args.judge_unparsed,

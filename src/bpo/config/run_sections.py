@@ -91,19 +91,79 @@ class PairsConfig:
 
 @dataclass
 class EvalConfig:
-    """`bpo run`: benchmarks run on the model before and after training."""
+    """`bpo run`: benchmarks run on the model before and after training (see `bpo eval --help`)."""
 
     chair: str | None = field(
         default=None, metadata=doc("CHAIR records (image, objects or meta.objects).")
     )
     pope: str | None = field(default=None, metadata=doc("A POPE question file or folder."))
+    mmhal: str | None = field(
+        default=None,
+        metadata=doc("MMHal-Bench's response_template.json (needs eval.judge_model)."),
+    )
+    amber: str | None = field(
+        default=None,
+        metadata=doc("AMBER's data/ folder (annotations.json, relation.json, safe_words.txt)."),
+    )
+    amber_queries: str | None = field(
+        default=None,
+        metadata=doc("AMBER: the query file to ask (default: <eval.amber>/query/query_all.json)."),
+    )
+    objhal: str | None = field(
+        default=None,
+        metadata=doc("Object HalBench's obj_halbench_300_with_image.jsonl (needs COCO files)."),
+    )
+    hallusion: str | None = field(default=None, metadata=doc("HallusionBench.json."))
+    coco_instances: list[str] = field(
+        default_factory=list,
+        metadata=doc("chair, objhal: COCO instances files (train2014 and val2014 are united)."),
+    )
+    coco_captions: list[str] = field(
+        default_factory=list, metadata=doc("chair, objhal: COCO captions files.")
+    )
+    parser: str = field(
+        default="reference",
+        metadata=doc(
+            "How yes/no answers (pope, amber, hallusion) and judge ratings (mmhal) are read.",
+            choices=("reference", "robust"),
+        ),
+    )
+    objects_from: str = field(
+        default="lexicon",
+        metadata=doc("objhal: objects found by bpo's lexicon or listed by the judge.",
+                     choices=("lexicon", "judge")),
+    )  # fmt: skip
+    judge_model: str | None = field(
+        default=None, metadata=doc("mmhal (and objhal with a judge): the judge model.")
+    )
+    judge_backend: str = field(
+        default="openai",
+        metadata=doc("The judge's backend.", choices=("openai", "hf", "vllm")),
+    )
+    judge_base_url: str | None = field(
+        default=None, metadata=doc("openai judge: the server URL.", result=False)
+    )
+    judge_api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata=doc("openai judge: the variable holding its key.", result=False),
+    )
     image_root: str | None = field(
         default=None, metadata=doc("Folder of the benchmarks' images (default: samples').")
+    )
+    image_roots: dict[str, str] = field(
+        default_factory=dict,
+        metadata=doc("Per benchmark image folders, e.g. {amber: AMBER/image}.", result=False),
     )
     max_new_tokens: int | None = field(
         default=None, metadata=doc("Answer length (default: each benchmark's).")
     )
     batch_size: int = field(default=16, metadata=doc("Items per generation batch.", result=False))
+
+    def benches(self) -> dict[str, str]:
+        """The benchmarks the recipe asks for: ``{name: its file or folder}``, in run order."""
+        from bpo.eval.recipe import EVAL_KEYS
+
+        return {name: getattr(self, name) for name in EVAL_KEYS if getattr(self, name)}
 
 
 @dataclass

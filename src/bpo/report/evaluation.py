@@ -39,7 +39,11 @@ BAR_CHART_METRICS = {
     "pope": ("*.accuracy", "*.f1"),
     "chair": ("chair_s", "chair_i", "recall"),
     "mmhal": ("average_score", "hallucination_rate"),
-}
+    "amber": ("amber_score", "generative.chair", "generative.cover", "generative.hal",
+              "generative.cog", "*.f1"),
+    "objhal": ("chair_s", "chair_i", "recall"),
+    "hallusion": ("overall.*Acc",),
+}  # fmt: skip
 MAX_BARS = 12
 CHAIR_FIXED_EXAMPLES = 4
 CHAIR_WORSE_EXAMPLES = 2

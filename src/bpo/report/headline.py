@@ -6,8 +6,10 @@
 benchmark are those papers report: CHAIR_s, CHAIR_i and recall (Rohrbach et al.
 2018); POPE's accuracy, F1 and yes-ratio (Li et al. 2023), of the lone split, or
 averaged over the splits as papers do; MMHal-Bench's average score and
-hallucination rate (Sun et al. 2023); and the toy world's own measures. Every
-other metric is in the Evaluation section.
+hallucination rate (Sun et al. 2023); AMBER's score, CHAIR and Hal and
+discriminative F1 (Wang et al. 2023); Object HalBench's CHAIR_s, CHAIR_i and
+recall (Yu et al. 2024); HallusionBench's aAcc, fAcc and qAcc (Guan et al. 2024);
+and the toy world's own measures. Every other metric is in the Evaluation section.
 """
 
 from __future__ import annotations
@@ -33,6 +35,22 @@ HEADLINE: dict[str, tuple[tuple[str, str], ...]] = {
     "mmhal": (
         ("average_score", "MMHal average score"),
         ("hallucination_rate", "MMHal hallucination rate"),
+    ),
+    "amber": (
+        ("amber_score", "AMBER score"),
+        ("generative.chair", "AMBER CHAIR"),
+        ("generative.hal", "AMBER Hal"),
+        ("discriminative.f1", "AMBER discriminative F1"),
+    ),
+    "objhal": (
+        ("chair_s", "Object HalBench CHAIR_s"),
+        ("chair_i", "Object HalBench CHAIR_i"),
+        ("recall", "Object HalBench recall"),
+    ),
+    "hallusion": (
+        ("overall.aAcc", "HallusionBench aAcc"),
+        ("overall.fAcc", "HallusionBench fAcc"),
+        ("overall.qAcc", "HallusionBench qAcc"),
     ),
 }
 AFTER_NAMES = ("bpo", "after")

@@ -13,11 +13,16 @@ from typing import Literal
 
 HIGHER_IS_BETTER = frozenset(
     {"accuracy", "precision", "recall", "f1", "average_score", "cf_recall",
-     "normal_dependent_recall", "normal_recall"}
+     "normal_dependent_recall", "normal_recall",
+     # AMBER (score, Cover) and HallusionBench (accuracies per question, figure, pair).
+     "amber_score", "cover", "aAcc", "fAcc", "qAcc", "easy_aAcc", "hard_aAcc"}
 )  # fmt: skip
 LOWER_IS_BETTER = frozenset(
     {"chair_s", "chair_i", "hallucination_rate", "hallucinated_captions",
-     "hallucinated_mentions", "cf_absent_partner_rate", "partner_error_rate", "confusion_rate"}
+     "hallucinated_mentions", "cf_absent_partner_rate", "partner_error_rate", "confusion_rate",
+     # AMBER: CHAIR, Hal, and Cog (mentions of the objects annotated as likely hallucinations);
+     # Object HalBench's CHAIR_s over responses naming objects.
+     "chair", "hal", "cog", "hallucinated_nouns", "chair_s_refine", "hallucinated_responses"}
 )  # fmt: skip
 # Metrics whose best value is a target, not an end of the scale. POPE's splits are
 # balanced (half the questions are about present objects; Li et al. 2023), so an
