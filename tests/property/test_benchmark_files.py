@@ -1,5 +1,6 @@
 """Benchmark files under hostile input: POPE questions, CHAIR records and COCO
-annotations, MMHal-Bench records. Each loader gives items or a bpo error."""
+annotations, MMHal-Bench, AMBER, Object HalBench and HallusionBench records. Each
+loader gives items or a bpo error."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bpo.errors import BpoError, ConfigError, ErrorPolicy, RecordError
-from bpo.eval import chair, mmhal, pope
+from bpo.eval import amber, chair, hallusion, mmhal, objhal, pope
 from tests.property import examples
 from tests.property.strategies import either, files, json_values, texts, write
 
@@ -49,15 +50,47 @@ mmhal_records = st.fixed_dictionaries(
 )
 
 
+amber_records = st.fixed_dictionaries(
+    {
+        "id": either(st.sampled_from([1, 1005, "7", True]) | st.integers()),
+        "image": either(st.just("AMBER_1.jpg")),
+        "query": either(texts),
+    }
+)
+objhal_records = st.fixed_dictionaries(
+    {
+        "image_id": either(st.sampled_from([42, "42", "²", 10**30]) | st.integers()),
+        "question": either(texts),
+        "image": either(st.sampled_from(["COCO_val2014_000000000042.jpg", "aGVsbG8=", ""])),
+    }
+)
+hallusion_records = st.fixed_dictionaries(
+    {
+        "category": either(st.sampled_from(["VD", "VS", "XX"])),
+        "subcategory": either(st.just("chart")),
+        "visual_input": either(st.sampled_from(["0", "1", "2"])),
+        "set_id": either(st.sampled_from(["0", 0])),
+        "figure_id": either(st.sampled_from(["0", "1"])),
+        "question_id": either(st.sampled_from(["0", "1"])),
+        "question": either(texts),
+        "gt_answer": either(st.sampled_from(["0", "1", "yes"])),
+    },
+    optional={"filename": either(st.sampled_from(["./hallusion_bench/VS/chart/0_1.png", ""]))},
+)
+
+
 def load(benchmark: str, path: Path, policy: ErrorPolicy) -> list[Any]:
     if benchmark == "pope":
         return pope.load_items({"random": path}, policy=policy)
-    if benchmark == "chair":
-        return chair.load_items(path, policy=policy)
-    return mmhal.load_items(path, policy=policy)
+    loaders = {"chair": chair, "mmhal": mmhal, "amber": amber, "objhal": objhal,
+               "hallusion": hallusion}  # fmt: skip
+    return loaders[benchmark].load_items(path, policy=policy)  # type: ignore[attr-defined]
 
 
-RECORDS = {"pope": pope_records, "chair": chair_records, "mmhal": mmhal_records}
+RECORDS = {
+    "pope": pope_records, "chair": chair_records, "mmhal": mmhal_records,
+    "amber": amber_records, "objhal": objhal_records, "hallusion": hallusion_records,
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("benchmark", RECORDS)
@@ -213,6 +246,19 @@ def test_lone_surrogates_are_refused_before_predictions(tmp_path: Path, benchmar
         "pope": {"question_id": 1, "image": "a.jpg", "text": "Is there a dog?", "label": "no"},
         "chair": {"image": "a.jpg", "objects": ["dog"]},
         "mmhal": {"question_type": "t", "question": "Q?", "gt_answer": "A", "image_path": "a.jpg"},
+        "amber": {"id": 1, "image": "AMBER_1.jpg", "query": "Describe this image."},
+        "objhal": {"image_id": 42, "question": "Describe.", "image": "a.jpg"},
+        "hallusion": {
+            "category": "VD",
+            "subcategory": "s",
+            "visual_input": "1",
+            "set_id": "0",
+            "figure_id": "0",
+            "question_id": "0",
+            "question": "Q?",
+            "gt_answer": "1",
+            "filename": "./a.png",
+        },
     }[benchmark]
     lone = "\\udc80"
     good = json.dumps(record)
