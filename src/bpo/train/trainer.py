@@ -5,13 +5,14 @@ the LoRA reference with the adapter disabled, checkpoints: all TRL's):
 
 - the rows are the pre-tokenized pairs of `bpo.train.data` (their columns are
   kept by `_set_signature_columns_if_needed`), batched by `PreferenceCollator`;
-- with a reference cache folder, the reference log-probs are computed once by
-  `bpo.train.reference` and read from the batch at each step (TRL's own
-  ``precompute_ref_logps`` code path, which it refuses to enable for vision
-  datasets); with full fine-tuning, TRL's reference copy is freed afterwards;
+- with a reference cache folder, the reference log-probs are computed once and
+  read from the batch at each step (TRL's own ``precompute_ref_logps`` code path,
+  which it refuses to enable for vision datasets): the trainer picks the model and
+  runs the batches, `bpo.train.reference` keeps the resumable cache; with full
+  fine-tuning, TRL's reference copy is freed afterwards;
 - with `bpo.train.shared_prompt`'s packed batches, the model is called through
-  `SharedPromptForward` (each prompt once for both responses), which hands TRL
-  its usual per-token outputs;
+  `SharedPromptForward` (each prompt once for both responses, for every family
+  `supports_shared_prompt` accepts), which hands TRL its usual per-token outputs;
 - `weights_digest` hashes the trainable weights, to check that processes agree;
 - TRL's count of the tokens trained on (``num_tokens`` in the logs) is saved with
   each checkpoint and restored on resume (TRL restarts it from 0 in each `train`
