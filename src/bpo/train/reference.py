@@ -5,9 +5,12 @@ frozen reference model's. The reference never changes, so its log-probs can be
 computed in one pass and read back at each step, which drops the reference
 forward pass from every training step. TRL does this for text datasets
 (``precompute_ref_log_probs``) but refuses vision datasets; this module does it
-for them, with TRL's own `DPOTrainer.compute_ref_log_probs` on our batches (with
-LoRA: the model with its adapter disabled; with full fine-tuning: TRL's
-reference copy, freed afterwards), through `BpoDPOTrainer.reference_logps`.
+for them. This module owns the cache (its key, its store, the fixed batches of a
+resumable pass) and knows nothing of the trainer: it is handed a function that
+gives the log-probs of a batch of rows. `BpoDPOTrainer` hands it TRL's own
+`DPOTrainer.compute_ref_log_probs` on our batches (with LoRA: the model with its
+adapter disabled; with full fine-tuning: TRL's reference copy, freed afterwards),
+so choosing and running the reference model stays with the trainer.
 
 The pass is batched, shows a progress bar, and resumes: each batch's results are
 appended to ``reference_logps.jsonl`` (one line per row, keyed by row index, via
@@ -26,8 +29,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bpo import console
 from bpo.config import Recipe
@@ -36,8 +40,8 @@ from bpo.errors import BpoError
 from bpo.fsio import write_text
 from bpo.train.data import REFERENCE_COLUMNS, digest
 
-if TYPE_CHECKING:
-    from bpo.train.trainer import BpoDPOTrainer
+# The log-probs (chosen, rejected) of a batch of dataset rows, one value per row each.
+BatchLogps = Callable[[list[dict[str, Any]]], tuple[Sequence[float], Sequence[float]]]
 
 # Bump when the way reference log-probs are computed changes.
 REFERENCE_VERSION = 1
@@ -98,7 +102,12 @@ def _read_store(path: Path) -> dict[int, tuple[float, float]]:
 
 
 def compute_reference_logps(
-    trainer: BpoDPOTrainer, dataset: Any, folder: str | os.PathLike[str], batch_size: int
+    dataset: Any,
+    folder: str | os.PathLike[str],
+    batch_size: int,
+    *,
+    accelerator: Any,
+    batch_logps: BatchLogps,
 ) -> Any:
     """`dataset` with the reference log-probs of every row as two columns.
 
@@ -106,21 +115,21 @@ def compute_reference_logps(
     computes the missing rows (all processes take part) and caches them.
 
     Args:
-        trainer: the DPO trainer, before `train` (its model not yet wrapped).
-        dataset: the tokenized pairs the trainer's collator batches.
+        dataset: the tokenized pairs.
         folder: the cache folder of this dataset and reference model.
         batch_size: pairs per forward pass.
+        accelerator: the `accelerate.Accelerator` of the processes taking part.
+        batch_logps: the reference log-probs of a list of rows (collated, run and
+            read back by the caller, the trainer).
 
     Returns:
         The dataset with ``ref_chosen_logps`` and ``ref_rejected_logps`` columns.
     """
-    import torch
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
     folder = Path(folder)
     store, done = folder / STORE_NAME, folder / DONE_NAME
-    accelerator = trainer.accelerator
     if not done.exists():
         if accelerator.is_main_process:
             folder.mkdir(parents=True, exist_ok=True)
@@ -141,19 +150,7 @@ def compute_reference_logps(
             if any(row not in present for r in range(world) for row in batch_rows(r, index))
         ]
         to_compute = sum(1 for row in range(len(dataset)) if row not in present)
-        model: Any = trainer.ref_model if trainer.ref_model is not None else trainer.model
-        if trainer.ref_model is None and trainer.is_deepspeed_enabled:
-            # Before `train`, DeepSpeed has not placed (ZeRO-1/2) or gathered (ZeRO-3) the
-            # weights: run them in an inference engine, built once, as TRL's own precompute does.
-            from trl.models import prepare_deepspeed
-
-            if trainer._precompute_engine is None:
-                policy: Any = trainer.model
-                trainer._precompute_engine = prepare_deepspeed(policy, trainer.accelerator)
-            model = trainer._precompute_engine
         writer = JsonlWriter(store) if accelerator.is_main_process else None
-        was_training = model.training
-        model.eval()
         try:
             progress = tqdm(
                 total=to_compute,
@@ -168,13 +165,10 @@ def compute_reference_logps(
                 rows = batch_rows(rank, index)
                 # A process out of rows still runs a forward pass (its result unused): under
                 # ZeRO-3 every forward gathers weights from all processes.
-                batch = trainer.data_collator([dataset[row] for row in rows or [0]])
-                batch = trainer._prepare_inputs(batch)
-                with torch.no_grad():
-                    chosen, rejected = trainer.reference_logps(batch, model)
+                chosen, rejected = batch_logps([dataset[row] for row in rows or [0]])
                 results = [
                     (row, float(c), float(r))
-                    for row, c, r in zip(rows, chosen.tolist(), rejected.tolist(), strict=False)
+                    for row, c, r in zip(rows, chosen, rejected, strict=False)
                 ]
                 gathered = gather_object(results)
                 if writer is not None:
@@ -191,7 +185,6 @@ def compute_reference_logps(
                         )
             progress.close()
         finally:
-            model.train(was_training)
             if writer is not None:
                 writer.close()
         if accelerator.is_main_process:

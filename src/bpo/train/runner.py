@@ -224,7 +224,7 @@ def train(
     from bpo.train.model import freeze_for_full_finetuning, load_model, load_processor, peft_config
     from bpo.train.progress import ConsoleProgress
     from bpo.train.reference import reference_fingerprint
-    from bpo.train.shared_prompt import supports_shared_prompt
+    from bpo.train.shared_prompt import shared_prompt_refusal
     from bpo.train.trainer import BpoDPOTrainer
 
     if not recipe.model.name:
@@ -252,12 +252,10 @@ def train(
         reference_folder = cache_dir(recipe) / f"reference-{key}"
     reused = reference_folder is not None and (reference_folder / "done.json").exists()
     tokenizer = processor.tokenizer
-    share_prompt = recipe.train.share_prompt and supports_shared_prompt(model)
-    if recipe.train.share_prompt and not share_prompt:
-        _say(
-            f"bpo train: {model.config.model_type} with "
-            f"{model.config._attn_implementation} attention: each prompt runs twice (TRL's layout)"
-        )
+    refusal = shared_prompt_refusal(model) if recipe.train.share_prompt else None
+    share_prompt = recipe.train.share_prompt and refusal is None
+    if refusal is not None:
+        _say(f"bpo train: each prompt runs twice (TRL's layout): {refusal}")
     # Everything that could refuse or fail before training has run: only now is the
     # folder written (and, with --overwrite, the old run removed).
     if args.process_index == 0:

@@ -5,13 +5,14 @@ the LoRA reference with the adapter disabled, checkpoints: all TRL's):
 
 - the rows are the pre-tokenized pairs of `bpo.train.data` (their columns are
   kept by `_set_signature_columns_if_needed`), batched by `PreferenceCollator`;
-- with a reference cache folder, the reference log-probs are computed once by
-  `bpo.train.reference` and read from the batch at each step (TRL's own
-  ``precompute_ref_logps`` code path, which it refuses to enable for vision
-  datasets); with full fine-tuning, TRL's reference copy is freed afterwards;
+- with a reference cache folder, the reference log-probs are computed once and
+  read from the batch at each step (TRL's own ``precompute_ref_logps`` code path,
+  which it refuses to enable for vision datasets): the trainer picks the model and
+  runs the batches, `bpo.train.reference` keeps the resumable cache; with full
+  fine-tuning, TRL's reference copy is freed afterwards;
 - with `bpo.train.shared_prompt`'s packed batches, the model is called through
-  `SharedPromptForward` (each prompt once for both responses), which hands TRL
-  its usual per-token outputs;
+  `SharedPromptForward` (each prompt once for both responses, for every family
+  `supports_shared_prompt` accepts), which hands TRL its usual per-token outputs;
 - `weights_digest` hashes the trainable weights, to check that processes agree;
 - TRL's count of the tokens trained on (``num_tokens`` in the logs) is saved with
   each checkpoint and restored on resume (TRL restarts it from 0 in each `train`
@@ -67,9 +68,7 @@ class BpoDPOTrainer(DPOTrainer):
         if reference_cache is not None:
             started = time.perf_counter()
             batch_size = reference_batch_size or 2 * self.args.per_device_train_batch_size
-            self.train_dataset = compute_reference_logps(
-                self, self.train_dataset, reference_cache, batch_size
-            )
+            self.train_dataset = self._reference_pass(reference_cache, batch_size)
             self.precompute_ref_logps = True
             self.reference_seconds = time.perf_counter() - started
             if self.ref_model is not None:  # full fine-tuning: the copy is no longer needed
@@ -88,6 +87,50 @@ class BpoDPOTrainer(DPOTrainer):
         if "packed_input_ids" in inputs:
             return SharedPromptForward(model, self.base_model())
         return model
+
+    def _reference_pass_model(self) -> Any:
+        """The model that computes the cached reference log-probs, before `train`.
+
+        TRL's reference copy (full fine-tuning), else the policy, whose adapter TRL's
+        `compute_ref_log_probs` disables. Under DeepSpeed, before `train`, the weights are
+        not yet placed (ZeRO-1/2) or gathered (ZeRO-3): they run in an inference engine,
+        built once, as TRL's own precompute does.
+        """
+        if self.ref_model is not None:
+            return self.ref_model
+        if not self.is_deepspeed_enabled:
+            return self.model
+        if self._precompute_engine is None:
+            from trl.models import prepare_deepspeed
+
+            policy: Any = self.model
+            self._precompute_engine = prepare_deepspeed(policy, self.accelerator)
+        return self._precompute_engine
+
+    def _reference_pass(self, folder: str | os.PathLike[str], batch_size: int) -> Any:
+        """The training rows with their reference log-probs, from `folder` or computed there."""
+        import torch
+
+        model = self._reference_pass_model()
+
+        def batch_logps(rows: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+            batch = self._prepare_inputs(self.data_collator(rows))
+            with torch.no_grad():
+                chosen, rejected = self.reference_logps(batch, model)
+            return chosen.tolist(), rejected.tolist()
+
+        was_training = model.training
+        model.eval()
+        try:
+            return compute_reference_logps(
+                self.train_dataset,
+                folder,
+                batch_size,
+                accelerator=self.accelerator,
+                batch_logps=batch_logps,
+            )
+        finally:
+            model.train(was_training)
 
     def reference_logps(self, inputs: dict[str, Any], model: Any = None) -> tuple[Any, Any]:
         """TRL's reference log-probs of a batch (either layout): chosen, rejected.
