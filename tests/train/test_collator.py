@@ -72,14 +72,21 @@ def test_a_stale_cache_is_refused(processors: dict[str, Any], photo: Any) -> Non
         collate([stale])
 
 
-def test_the_packed_layout_refuses_what_it_cannot_carry(
+def test_paligemma_packs_its_prefix_as_the_prompt_segment(
     processors: dict[str, Any], photo: Any
 ) -> None:
-    # PaliGemma's answer tokens are 1, where the packed layout writes 0 after the prompt.
+    # PaliGemma's answer tokens are type 1 (its suffix); the packed layout needs no types:
+    # its prefix block is the prompt segment (bpo.train.shared_prompt.forward), and the
+    # packed and TRL layouts agree (tests/train/test_shared_prompt_families.py).
     processor = processors["paligemma"]
-    collate = PreferenceCollator(processor, processor.tokenizer.pad_token_id, share_prompt=True)
-    with pytest.raises(BpoError, match="token_type_ids"):
-        collate([_row(processor, photo, "Is there a cat?")])
+    pad = processor.tokenizer.pad_token_id
+    row = _row(processor, photo, "Is there a cat?")
+    packed = PreferenceCollator(processor, pad, share_prompt=True)([row])
+    assert "packed_token_type_ids" not in packed and "packed_input_ids" in packed
+    trl = PreferenceCollator(processor, pad)([row])
+    answers = trl["completion_mask"].bool()
+    assert (trl["token_type_ids"][answers] == 1).all()
+    assert (trl["token_type_ids"][~answers & trl["attention_mask"].bool()] == 0).all()
 
 
 def test_paligemma_pairs_are_prefix_and_suffix(tiny_checkpoint: Any, tmp_path: Path) -> None:

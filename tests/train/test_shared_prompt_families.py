@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from bpo.errors import ConfigError
-from bpo.train.data import PreferenceCollator, example_images, render_texts, tokenize_pairs
+from bpo.train.data import PreferenceCollator, tokenize_pairs
 from bpo.train.model import load_model, load_processor
 from bpo.train.shared_prompt import (
     FAMILIES,
@@ -53,68 +53,17 @@ ROWS = (0, 1, 5, 6)
 TOLERANCE = 1e-5
 
 
-def paligemma_rows(processor: Any, data: PairData) -> list[dict[str, Any]]:
-    """Tokenized pairs for PaliGemma, built here: its processor refuses text without images,
-    which `tokenize_pairs` still asks of it for the responses (the collator fix's part)."""
-    from PIL import Image
-
-    rows = []
-    for index in ROWS:
-        example = {
-            **data.rows[index],
-            "image": Image.open(data.image_root / data.rows[index]["image"]),
-        }
-        example["chosen"] = [{"role": "assistant", "content": example["chosen"]}]
-        example["rejected"] = [{"role": "assistant", "content": example["rejected"]}]
-        texts = render_texts(example, processor)
-        prompt = processor(
-            images=[[example["image"].convert("RGB")]],
-            text=[texts["prompt"]],
-            add_special_tokens=False,
-        )
-        tokens = processor.tokenizer
-        rows.append(
-            {
-                "prompt_ids": list(prompt["input_ids"][0]),
-                "prompt_token_type_ids": list(prompt["token_type_ids"][0]),
-                "chosen_ids": tokens(texts["chosen"], add_special_tokens=False)["input_ids"],
-                "rejected_ids": tokens(texts["rejected"], add_special_tokens=False)["input_ids"],
-                "image": example["image"].convert("RGB"),
-            }
-        )
-    return rows
-
-
 def layouts(
     arch: str, model_path: Path, data: PairData, cache: Path, tmp_path: Path
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """The processor, TRL's batch and the packed batch of the same pairs."""
     recipe = tiny_recipe(model_path, data, tmp_path / "run", cache)
     processor = load_processor(recipe.model)
-    if arch == "paligemma":
-        rows = paligemma_rows(processor, data)
-    else:
-        dataset = tokenize_pairs(recipe, processor).dataset
-        rows = [dataset[index] for index in ROWS]
+    dataset = tokenize_pairs(recipe, processor).dataset
+    rows = [dataset[index] for index in ROWS]
     pad = processor.tokenizer.pad_token_id
     trl_batch = PreferenceCollator(processor, pad)(rows)
     packed = PreferenceCollator(processor, pad, share_prompt=True)(rows)
-    if arch == "internvl":
-        # The collator's image-processor call does not tile as the processor's does (13
-        # tiles per image here, 1 there: the collator fix's part); take the processor's.
-        texts = [render_texts(row, processor)["prompt"] for row in rows]
-        images = [example_images(row) for row in rows]
-        pixels = processor(images=images, text=texts, padding=True, return_tensors="pt")[
-            "pixel_values"
-        ]
-        assert pixels.size(0) > len(rows)  # tiled
-        packed["pixel_values"], trl_batch["pixel_values"] = pixels, torch.cat([pixels, pixels])
-    if arch == "paligemma":
-        # PaliGemma's responses are the suffix of its prefix LM: token type 1, as its
-        # processor marks a `suffix=` (token type 0 would put them in the bidirectional prefix).
-        trl_batch["token_type_ids"] = trl_batch["token_type_ids"].masked_fill(
-            trl_batch["completion_mask"].bool(), 1
-        )
     assert packed["packed_input_ids"].numel() < trl_batch["input_ids"].numel()
     return processor, trl_batch, packed
 

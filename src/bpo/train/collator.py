@@ -121,9 +121,13 @@ class PreferenceCollator:
             if self.share_prompt:
                 if key == "attention_mask":
                     continue  # the packed layout builds its own 4D mask
-                if key not in processing.TOKEN_TYPE_KEYS or processing.appended_token_type(
+                if key in processing.TOKEN_TYPE_KEYS and processing.appended_token_type(
                     self.processor
                 ):
+                    # PaliGemma: its types mark the prefix, which in the packed layout is
+                    # the prompt segment by construction (bpo.train.shared_prompt.forward).
+                    continue
+                if key not in processing.TOKEN_TYPE_KEYS:
                     raise BpoError(f"the shared-prompt layout does not carry {key!r} yet")
                 total = batch["packed_input_ids"].size(1)
                 types = [row.tolist() for row in rows]
