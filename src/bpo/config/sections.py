@@ -235,8 +235,8 @@ class TrainConfig:
         metadata=doc(
             "Run each pair's prompt (its image tokens included) once for both responses, in one "
             "packed sequence, instead of twice as TRL does: same loss and gradients, fewer tokens. "
-            "Models it does not support (it knows LLaVA and Qwen2-VL with sdpa or eager "
-            "attention) fall back to TRL's layout."
+            "It packs every family of bpo.tiny_models but Mllama (cross-attention), with sdpa or "
+            "eager attention; others fall back to TRL's layout and say why in one line."
         ),
     )
     reference_batch_size: int | None = field(
