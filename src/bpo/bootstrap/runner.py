@@ -225,7 +225,8 @@ def run_bootstrap(
     provenance = negatives_provenance(out, settings, overwrite=overwrite)
     provenance.check()
     summary = BootstrapSummary(strategy=strategy.name)
-    if engine.engine == "ray" and getattr(strategy, "backend", None) is not None:
+    built_model = not isinstance(strategy, StrategySpec) and hasattr(strategy, "backend")
+    if engine.engine == "ray" and built_model:
         raise ConfigError("--engine ray builds the model in each replica: pass a StrategySpec")
     work = StrategyWork(strategy, num_negatives=num_negatives, seed=seed)
     with closing(work):
