@@ -2,7 +2,8 @@
 
 One cluster for the module (``ray.init(num_cpus=2)``, the size of a CI runner), two
 replicas of the tiny LLaVA. Each test compares with one local-engine run of the same
-command (`local_run`): id by id, text by text.
+command (`local_run`): id by id, text by text. The killed-driver test starts a second
+interpreter and cluster, so it is marked slow: ``pytest tests/engine --runslow``.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ def session_processes(session: int) -> list[str]:
     return [line for line in listing.stdout.splitlines() if line.split()[1] == str(session)]
 
 
+@pytest.mark.slow  # ~40 s (a second interpreter and cluster): pytest tests/engine --runslow
 def test_a_killed_driver_reruns_to_the_same_negatives_and_other_settings_are_refused(
     cluster: None,
     dataset: Path,
@@ -163,7 +165,7 @@ def test_a_killed_driver_reruns_to_the_same_negatives_and_other_settings_are_ref
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "negatives.jsonl"
-    argv = bootstrap_args(dataset, tiny_llava_path, out, "--engine", "ray", "--replicas", "2")
+    argv = bootstrap_args(dataset, tiny_llava_path, out, "--engine", "ray")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     driver = subprocess.Popen(
         [sys.executable, "-m", "bpo.cli", *argv, "--ray-address", "local"],
@@ -189,7 +191,10 @@ def test_a_killed_driver_reruns_to_the_same_negatives_and_other_settings_are_ref
     assert session_processes(driver.pid) == [], "Ray processes outlived the killed driver"
 
     # The rerun, on this module's cluster with another replica count, resumes.
-    assert main([*bootstrap_args(dataset, tiny_llava_path, out, "--engine", "ray")]) == 0
+    assert (
+        main(bootstrap_args(dataset, tiny_llava_path, out, "--engine", "ray", "--replicas", "2"))
+        == 0
+    )
     got = records(out)  # no id twice
     assert {k: v["text"] for k, v in got.items()} == {k: v["text"] for k, v in local_run.items()}
 
@@ -204,3 +209,26 @@ def test_a_killed_driver_reruns_to_the_same_negatives_and_other_settings_are_ref
     refusal = capsys.readouterr().err
     assert "other settings: seed 3 → 4" in refusal, refusal
     assert records(out) == got
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--replicas", "0"], "--replicas 0: need at least 1"),
+        (["--gpus-per-replica", "1"], "need 1 GPUs; the cluster has 0"),
+    ],
+)
+def test_options_that_cannot_run_are_refused_in_one_line(
+    cluster: None,
+    dataset: Path,
+    tiny_llava_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    message: str,
+) -> None:
+    out = tmp_path / "negatives.jsonl"
+    assert main(bootstrap_args(dataset, tiny_llava_path, out, "--engine", "ray", *flags)) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error, error
+    assert not out.exists()
