@@ -55,10 +55,18 @@ def connect(options: EngineOptions) -> bool:
     """
     import logging
 
+    from bpo import console
+
     ray = require_ray()
+    if console.level() < console.VERBOSE:
+        # One bar per stage: Ray's own logs only when they are errors, unless asked for
+        # with --verbose. The replicas' output stays in Ray's log files.
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     if ray.is_initialized():
         return False
-    quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "include_dashboard": False}
+    if console.level() == console.VERBOSE:
+        quiet = {"include_dashboard": False}
     try:
         if options.ray_address == "local":
             ray.init(num_cpus=options.replicas, **quiet)
@@ -153,9 +161,7 @@ def run_on_ray(
         window = 2 * options.replicas + 2  # batches in flight: every replica busy, one queued
         feed = Queue(maxsize=window + 1)
         context.target_max_block_size, context.enable_progress_bars = 1, False
-        dataset = ray.data.read_datasource(
-            _queue_source(feed), ray_remote_args={"num_cpus": 0}
-        ).map_batches(
+        dataset = ray.data.read_datasource(_queue_source(feed), num_cpus=0).map_batches(
             Replica,
             fn_constructor_args=(work,),
             compute=ActorPoolStrategy(size=options.replicas),
