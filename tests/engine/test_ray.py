@@ -37,6 +37,10 @@ def cluster() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+    deadline = time.monotonic() + 30  # the actors' processes exit once their raylet is gone
+    while replica_pids() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert replica_pids() == [], "replica processes outlived the cluster"
 
 
 @pytest.fixture(scope="module")
