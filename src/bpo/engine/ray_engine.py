@@ -202,9 +202,9 @@ def run_on_ray(
             if index in keys:  # a batch retried after its result came back is not yielded twice
                 yield keys.pop(index), result
     finally:
-        if (
-            feed is not None and not exhausted
-        ):  # stopped early: let the read task end (the feed has room)
+        # Stopped early (an error, --on-error raise): let the read task end. The feed
+        # has room, as it never holds more than the batches in flight.
+        if feed is not None and not exhausted:
             feed.put(_END)
         context.target_max_block_size, context.enable_progress_bars = saved
         if started:
