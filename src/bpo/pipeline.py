@@ -228,9 +228,10 @@ def _check_images(recipe: Recipe) -> None:
 
 
 def _bootstrap(run: Run, progress: bool) -> None:
-    from bpo.backends import backend_options, get_backend
+    from bpo.backends import backend_options
     from bpo.bootstrap.runner import negatives_provenance, run_bootstrap
-    from bpo.bootstrap.strategies import make_strategy, strategy_settings
+    from bpo.bootstrap.strategies import strategy_settings
+    from bpo.engine.work import BackendSpec, StrategySpec
 
     recipe = run.recipe
     config = recipe.bootstrap
@@ -240,6 +241,7 @@ def _bootstrap(run: Run, progress: bool) -> None:
             _say(f"{stage}: done already")
             continue
         backend = None
+        engine = config.engine_options()
         model = recipe.model.name
         if name == "llm-injection":
             model = config.injection_model or model
@@ -276,8 +278,8 @@ def _bootstrap(run: Run, progress: bool) -> None:
                 # The image sizes the model is trained at, for its negatives too.
                 processor_kwargs=recipe.model.processor_kwargs,
             )
-            backend = get_backend(config.backend, model=model, **options)
-        strategy = make_strategy(name, backend=backend, **strategy_options)
+            backend = BackendSpec(config.backend, model, options)
+        strategy = StrategySpec(name, strategy_options, backend)
         _say(f"{stage}: {recipe.samples.path} -> {out}")
         summary = run_bootstrap(
             recipe.samples.path,
@@ -291,9 +293,8 @@ def _bootstrap(run: Run, progress: bool) -> None:
             policy=ErrorPolicy(on_error=recipe.samples.on_error),  # type: ignore[arg-type]
             progress=progress,
             settings=settings,
+            engine=engine,
         )
-        if backend is not None:
-            backend.close()
         run.finish(stage, summary.to_dict())
 
 
@@ -362,7 +363,8 @@ def _export(run: Run, progress: bool) -> None:
 
 
 def _eval(run: Run, progress: bool) -> None:
-    from bpo.backends import backend_options, get_backend
+    from bpo.backends import backend_options
+    from bpo.engine.work import AnswerWork, BackendSpec
     from bpo.eval.recipe import EVAL_KEYS, eval_options
     from bpo.eval.runner import evaluate
 
@@ -387,7 +389,11 @@ def _eval(run: Run, progress: bool) -> None:
             allow_pickle=recipe.model.allow_pickle,
             processor_kwargs=recipe.model.processor_kwargs,
         )
-        backend = get_backend("hf", model=model, **options)
+        # One model for every benchmark: built here, or by each benchmark's Ray replicas.
+        engine = recipe.bootstrap.engine_options()
+        work = AnswerWork(BackendSpec("hf", model, options))
+        if engine.engine == "local":
+            work.prepare()
         try:
             for bench, data in benches.items():
                 options_ = eval_options(
@@ -396,9 +402,10 @@ def _eval(run: Run, progress: bool) -> None:
                     progress=progress,
                 )  # fmt: skip
                 _say(f"{stage}: {bench} -> {options_.out}")
-                evaluate(options_, backend=backend)
+                options_.engine, options_.backend_options = engine, options
+                evaluate(options_, backend=work.backend)
         finally:
-            backend.close()
+            work.close()
         if run.after_eval is not None:
             run.after_eval(run, label)
         run.finish(stage, {"benches": list(benches)})

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bpo.bootstrap.runner import Shard, log_path, merge_outputs, run_bootstrap
+from bpo.bootstrap.merge import merge_outputs
+from bpo.bootstrap.runner import Shard, log_path, run_bootstrap
 from bpo.cli import main
 from bpo.data.jsonl import iter_jsonl
 from bpo.errors import ConfigError, ErrorPolicy, RecordError

@@ -17,6 +17,7 @@ import json
 import os
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,9 +26,11 @@ from bpo.bootstrap.base import BootstrapStrategy
 from bpo.console import counts_text, hide_bar
 from bpo.data.jsonl import JsonlWriter, iter_jsonl
 from bpo.data.records import Sample
-from bpo.errors import BpoError, ConfigError, ErrorPolicy, RecordError
+from bpo.engine import LOCAL, EngineOptions, run_batches
+from bpo.engine.work import StrategySpec, StrategyWork
+from bpo.errors import ConfigError, ErrorPolicy, RecordError
 from bpo.fsio import write_text
-from bpo.provenance import Provenance, differences, file_record
+from bpo.provenance import Provenance, file_record
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -130,7 +133,7 @@ def _done_samples(path: Path) -> set[str]:
 def _batches(
     samples: Iterator[Sample],
     *,
-    strategy: BootstrapStrategy,
+    needs_image: bool,
     image_root: str | os.PathLike[str] | None,
     batch_size: int,
     policy: ErrorPolicy,
@@ -141,7 +144,7 @@ def _batches(
     batch: list[tuple[Sample, Image.Image | None]] = []
     for sample in samples:
         image = None
-        if strategy.needs_image:
+        if needs_image:
             if sample.image is None:
                 error = RecordError("this strategy needs an image", record_id=sample.id)
                 _log_error(log, sample.id, error, policy)
@@ -168,7 +171,7 @@ def _log_error(log: JsonlWriter, sample_id: str, error: RecordError, policy: Err
 
 def run_bootstrap(
     samples_path: str | os.PathLike[str],
-    strategy: BootstrapStrategy,
+    strategy: BootstrapStrategy | StrategySpec,
     out: str | os.PathLike[str],
     *,
     image_root: str | os.PathLike[str] | None = None,
@@ -181,12 +184,14 @@ def run_bootstrap(
     progress: bool = True,
     settings: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    engine: EngineOptions = LOCAL,
 ) -> BootstrapSummary:
     """Bootstrap negatives for every sample of `samples_path` (in this shard) into `out`.
 
     Args:
         samples_path: a samples file in any format `bpo.data.formats` reads.
-        strategy: the bootstrap strategy.
+        strategy: the bootstrap strategy, or a `StrategySpec` built here (local engine,
+            or a strategy without a model) or in each Ray replica (a model strategy).
         out: the negatives JSONL; an existing one is resumed.
         image_root: the folder image paths are relative to.
         format: the samples file's format ("auto" detects it).
@@ -200,6 +205,7 @@ def run_bootstrap(
             `out` and compared with an existing output's before anything else
             (default: the strategy's name, the number of negatives and the seed).
         overwrite: replace an existing output instead of resuming it.
+        engine: where the batches run (`bpo.engine`); the output is the same.
 
     Returns:
         The run's summary, also saved as ``OUT.summary.json``.
@@ -208,21 +214,59 @@ def run_bootstrap(
         ConfigError: when `out` holds negatives made with other settings, or the
             samples file holds no sample.
     """
-    from tqdm.auto import tqdm
-
-    from bpo.data.formats import read_samples
-
     if num_negatives < 1:
         raise ConfigError("num_negatives must be at least 1")
     if batch_size < 1:
         raise ConfigError("batch_size must be at least 1")
+    engine.check()
     policy = policy or ErrorPolicy()
     if settings is None:
         settings = {"strategy": strategy.name, "num_negatives": num_negatives, "seed": seed}
     provenance = negatives_provenance(out, settings, overwrite=overwrite)
     provenance.check()
     summary = BootstrapSummary(strategy=strategy.name)
+    built_model = not isinstance(strategy, StrategySpec) and hasattr(strategy, "backend")
+    if engine.engine == "ray" and built_model:
+        raise ConfigError("--engine ray builds the model in each replica: pass a StrategySpec")
+    work = StrategyWork(strategy, num_negatives=num_negatives, seed=seed)
+    with closing(work):
+        _generate(
+            work, samples_path, out, summary, provenance, image_root=image_root, format=format,
+            batch_size=batch_size, shard=shard, policy=policy, progress=progress,
+            overwrite=overwrite, engine=engine,
+        )  # fmt: skip
+    summary.errors.update(policy.counts)
+    write_text(f"{out}.summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
+    policy.report(f"{out}.skipped.json")
+    return summary
 
+
+def _generate(
+    work: StrategyWork,
+    samples_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    summary: BootstrapSummary,
+    provenance: Provenance,
+    *,
+    image_root: str | os.PathLike[str] | None,
+    format: str,
+    batch_size: int,
+    shard: Shard,
+    policy: ErrorPolicy,
+    progress: bool,
+    overwrite: bool,
+    engine: EngineOptions,
+) -> None:
+    """`run_bootstrap`'s reading, generating and writing."""
+    from tqdm.auto import tqdm
+
+    from bpo.data.formats import read_samples
+
+    # The strategy is built here, unless each Ray replica builds its own: a model
+    # strategy, which learns nothing from the data (fit is cooccurrence's statistics).
+    fit_here = engine.engine == "local" or not work.builds_model
+    if fit_here:
+        work.prepare()
     # One reading pass both fits the strategy (on every sample, not only this shard's)
     # and counts this shard's samples for the progress bar; what fit leaves unread is
     # drained. Reading problems are reported once, in the generation pass below.
@@ -237,7 +281,9 @@ def run_bootstrap(
             yield sample
 
     samples = counted()
-    strategy.fit(samples)
+    if fit_here:
+        assert work.strategy is not None
+        work.strategy.fit(samples)
     deque(samples, maxlen=0)
     if not read and not quiet.total:  # bad records are reported by the pass below
         raise ConfigError(f"{samples_path} holds no samples")
@@ -251,7 +297,7 @@ def run_bootstrap(
     ):
         bar = tqdm(
             total=total,
-            desc=f"bootstrap {strategy.name}",
+            desc=f"bootstrap {summary.strategy}",
             unit="sample",
             disable=hide_bar(progress),
         )
@@ -262,31 +308,36 @@ def run_bootstrap(
             ):
                 if position not in shard:
                     continue
-                # The bar counts samples read; it runs at most one batch ahead.
+                # The bar counts samples read; it runs a few batches ahead at most.
                 bar.update(1)
                 if sample.id in done:
                     summary.samples_resumed += 1
                     continue
                 yield sample
 
-        for batch in _batches(
+        batches = _batches(
             pending(),
-            strategy=strategy,
+            needs_image=work.needs_image,
             image_root=image_root,
             batch_size=batch_size,
             policy=policy,
             log=log,
-        ):
-            try:
-                results = strategy.generate(batch, num_negatives=num_negatives, seed=seed)
-            except BpoError as error:
+        )
+        # The driver keeps the samples; only the batch (with its images) goes to the work.
+        keyed = (([sample for sample, _ in batch], batch) for batch in batches)
+        for batch_samples, result in run_batches(work, keyed, engine):
+            if result.error is not None:
                 if policy.on_error == "raise":
-                    raise
-                for sample, _ in batch:
-                    failure = RecordError(str(error), record_id=sample.id, kind="generation-failed")
+                    raise result.error
+                for sample in batch_samples:
+                    failure = RecordError(
+                        str(result.error), record_id=sample.id, kind="generation-failed"
+                    )
                     _log_error(log, sample.id, failure, policy)
                 continue
-            for (sample, _), negatives in zip(batch, results, strict=True):
+            summary.dropped.update(result.dropped)
+            assert result.outputs is not None
+            for sample, negatives in zip(batch_samples, result.outputs, strict=True):
                 for negative in negatives:
                     if writer.write(negative):
                         summary.negatives_written += 1
@@ -295,67 +346,3 @@ def run_bootstrap(
                 summary.samples_done += 1
         bar.close()
         writer.open()  # a finished run leaves its (maybe empty) output for the next stage
-
-    summary.dropped.update(strategy.dropped)
-    summary.errors.update(policy.counts)
-    write_text(f"{out}.summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
-    policy.report(f"{out}.skipped.json")
-    return summary
-
-
-def merge_outputs(
-    inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str]
-) -> tuple[int, int]:
-    """Join sharded bootstrap outputs (and their logs) into one, each id once.
-
-    Records are copied in input order; an id already written is skipped (the
-    first copy wins), so merging is idempotent and can be resumed. The inputs
-    must have been made with the same settings (their records are compared,
-    and an existing `out` must hold the same), which `out` then records too.
-
-    Returns:
-        (records written, duplicates skipped).
-
-    Raises:
-        ConfigError: for a missing input, or inputs (or `out`) made with other settings.
-    """
-    missing = sorted(str(path) for path in inputs if not Path(path).exists())
-    if missing:
-        raise ConfigError(f"no such file: {', '.join(missing)}")
-    settings: dict[str, Any] | None = None
-    for path in inputs:
-        recorded = negatives_provenance(path, {}).recorded()
-        if recorded is None:
-            raise ConfigError(
-                f"{path} has no settings record ({file_record(path).name}): "
-                "was it written by bpo bootstrap?"
-            )
-        if settings is None:
-            settings, first = recorded["settings"], path
-            continue
-        changed = differences(settings, recorded["settings"])
-        if changed:
-            raise ConfigError(
-                f"{path} was made with other settings than {first}: {'; '.join(changed)}; "
-                "only shards of one run can be merged"
-            )
-    provenance = negatives_provenance(out, settings or {})
-    provenance.check()
-    written = skipped = 0
-    for source, target in ((inputs, out), ([log_path(p) for p in inputs], log_path(out))):
-        present = [Path(p) for p in source if Path(p).exists()]
-        if not present:
-            continue
-        with JsonlWriter(target, before_first_write=provenance.commit) as writer:
-            for path in present:
-                for line_number, value in iter_jsonl(path):
-                    if not isinstance(value, dict) or "id" not in value:
-                        raise RecordError("line has no 'id'", path=path, line=line_number)
-                    if target != out:
-                        writer.write(value)
-                    elif writer.write(value):
-                        written += 1
-                    else:
-                        skipped += 1
-    provenance.commit()
-    return written, skipped

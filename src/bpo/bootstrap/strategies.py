@@ -10,6 +10,7 @@ from bpo.errors import ConfigError
 
 STRATEGIES = ("image-weakening", "llm-injection", "cooccurrence")
 MODEL_STRATEGIES = ("image-weakening", "llm-injection")
+IMAGE_STRATEGIES = ("image-weakening",)  # the runner loads each sample's image for these
 
 
 def make_strategy(

@@ -22,7 +22,14 @@ import argparse
 from typing import Any
 
 from bpo.bootstrap.strategies import STRATEGIES
-from bpo.commands.options import add_image_root, add_model_options, add_on_error, backend_options
+from bpo.commands.options import (
+    add_engine_options,
+    add_image_root,
+    add_model_options,
+    add_on_error,
+    backend_options,
+    engine_options,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="samples per batch")
     parser.add_argument("--shard", default="0/1", help="i/n: handle every n-th sample from i")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_engine_options(parser)
 
     add_model_options(parser, title="model (image-weakening, llm-injection)")
     sampling = parser.add_argument_group("sampling")
@@ -87,17 +95,22 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def build_backend(args: argparse.Namespace) -> Any:
-    from bpo.backends import get_backend
+def strategy_spec(args: argparse.Namespace) -> Any:
+    """The `bpo.engine.work.StrategySpec` the flags name (built here or in each replica)."""
+    from bpo.bootstrap.strategies import MODEL_STRATEGIES
+    from bpo.engine.work import BackendSpec, StrategySpec
 
-    options = backend_options(
-        args.backend,
-        args,
-        base_url=args.base_url,
-        api_key_env=args.api_key_env,
-        batch_size=args.batch_size * args.num_negatives,
-    )
-    return get_backend(args.backend, model=args.model, **options)
+    backend = None
+    if args.strategy in MODEL_STRATEGIES:
+        options = backend_options(
+            args.backend,
+            args,
+            base_url=args.base_url,
+            api_key_env=args.api_key_env,
+            batch_size=args.batch_size * args.num_negatives,
+        )
+        backend = BackendSpec(args.backend, args.model, options)
+    return StrategySpec(args.strategy, strategy_options(args), backend)
 
 
 def strategy_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,31 +175,27 @@ def preflight(args: argparse.Namespace) -> dict[str, Any]:
 def execute(args: argparse.Namespace) -> Any:
     """The command's work (`bpo.bootstrap(...)` calls it too); returns the `BootstrapSummary`."""
     from bpo.bootstrap.runner import Shard, run_bootstrap
-    from bpo.bootstrap.strategies import MODEL_STRATEGIES, make_strategy
     from bpo.errors import ErrorPolicy
 
     shard = Shard.parse(args.shard)
+    engine = engine_options(args)
     settings = preflight(args)
-    backend = build_backend(args) if args.strategy in MODEL_STRATEGIES else None
-    try:
-        return run_bootstrap(
-            args.samples,
-            make_strategy(args.strategy, backend=backend, **strategy_options(args)),
-            args.out,
-            image_root=args.image_root,
-            format=args.format,
-            num_negatives=args.num_negatives,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            shard=shard,
-            policy=ErrorPolicy(on_error=args.on_error),
-            progress=not args.no_progress,
-            settings=settings,
-            overwrite=args.overwrite,
-        )
-    finally:
-        if backend is not None:
-            backend.close()
+    return run_bootstrap(
+        args.samples,
+        strategy_spec(args),
+        args.out,
+        image_root=args.image_root,
+        format=args.format,
+        num_negatives=args.num_negatives,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        shard=shard,
+        policy=ErrorPolicy(on_error=args.on_error),
+        progress=not args.no_progress,
+        settings=settings,
+        overwrite=args.overwrite,
+        engine=engine,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

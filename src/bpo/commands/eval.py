@@ -79,10 +79,12 @@ from typing import Any
 
 from bpo.commands.options import (
     BACKENDS,
+    add_engine_options,
     add_image_root,
     add_model_options,
     add_on_error,
     backend_options,
+    engine_options,
 )
 
 # The names of `bpo.eval.benches.BENCHES`, here so that --help imports nothing heavy
@@ -131,6 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (temperature > 0)")
     add_on_error(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_engine_options(parser)
 
     add_model_options(parser, title="model (what answers)")
 
@@ -260,5 +263,6 @@ def execute(args: argparse.Namespace) -> Any:
         on_error=args.on_error,
         progress=not args.no_progress,
         overwrite=args.overwrite,
+        engine=engine_options(args),
     )
     return evaluate(options)

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpo.bootstrap.runner import merge_outputs
+    from bpo.bootstrap.merge import merge_outputs
     from bpo.console import say
 
     written, skipped = merge_outputs(args.inputs, args.out)

@@ -82,3 +82,41 @@ def not_built(command: str, issue: str) -> int:
 
     print(f"bpo {command}: not built yet (lands with the issue {issue!r})", file=sys.stderr)
     return 2
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """``--engine`` and the Ray options (`bpo.engine`): where the batches run."""
+    engine = parser.add_argument_group(
+        "engine (the output is the same on either; a run may resume on the other)"
+    )
+    engine.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: batches in this process; ray: on a pool of Ray Data actors, each "
+        "running the backend (pip install 'bpo[ray]')",
+    )
+    engine.add_argument("--replicas", type=int, default=1, help="ray: actors in the pool")
+    engine.add_argument(
+        "--gpus-per-replica", type=float, default=0.0, help="ray: GPUs per actor (0: CPU)"
+    )
+    engine.add_argument(
+        "--ray-address",
+        default="local",
+        help="ray: local (a cluster started here, sized to --replicas), auto (the cluster "
+        "`ray start --head` runs), or a cluster address",
+    )
+
+
+def engine_options(args: argparse.Namespace) -> Any:
+    """The `bpo.engine.EngineOptions` of `add_engine_options`' flags, checked."""
+    from bpo.engine import EngineOptions
+
+    options = EngineOptions(
+        engine=args.engine,
+        replicas=args.replicas,
+        gpus_per_replica=args.gpus_per_replica,
+        ray_address=args.ray_address,
+    )
+    options.check()
+    return options

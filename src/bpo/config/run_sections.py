@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bpo.config.sections import DataConfig, LoraConfig, ModelConfig, TrainConfig, doc
+
+if TYPE_CHECKING:
+    from bpo.engine import EngineOptions
 
 
 @dataclass
@@ -51,6 +54,26 @@ class BootstrapConfig:
     )
     base_url: str | None = field(default=None, metadata=doc("openai backend: the server URL."))
     device: str = field(default="cpu", metadata=doc("hf backend: device.", result=False))
+    engine: str = field(
+        default="local",
+        metadata=doc(
+            "Where bootstrap and eval batches run: local (this process) or ray (a pool of Ray "
+            "Data actors, pip install 'bpo[ray]'); the outputs are the same.",
+            choices=("local", "ray"),
+            result=False,
+        ),
+    )
+    replicas: int = field(default=1, metadata=doc("ray engine: actors in the pool.", result=False))
+    gpus_per_replica: float = field(
+        default=0.0, metadata=doc("ray engine: GPUs per actor (0: CPU).", result=False)
+    )
+    ray_address: str = field(
+        default="local",
+        metadata=doc(
+            "ray engine: local (a cluster started here), auto (`ray start --head`'s) or an address.",
+            result=False,
+        ),
+    )
     distortion: str = field(default="diffusion", metadata=doc("Image weakening (bpo distort)."))
     distortion_params: dict[str, Any] = field(
         default_factory=lambda: {"step": 500},
@@ -69,6 +92,12 @@ class BootstrapConfig:
     lexicon: str | None = field(
         default=None, metadata=doc("cooccurrence: a lexicon file extending COCO's objects.")
     )
+
+    def engine_options(self) -> EngineOptions:
+        """The engine keys as `bpo.engine.EngineOptions` (bpo run's bootstrap and eval)."""
+        from bpo.engine import EngineOptions
+
+        return EngineOptions(self.engine, self.replicas, self.gpus_per_replica, self.ray_address)
 
 
 @dataclass

@@ -12,13 +12,16 @@ import base64
 import binascii
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bpo.console import hide_bar
 from bpo.data.jsonl import JsonlWriter
-from bpo.errors import BpoError, ConfigError, ErrorPolicy, RecordError
+from bpo.engine import LOCAL, EngineOptions, run_batches
+from bpo.engine.work import AnswerWork, BackendSpec
+from bpo.errors import ConfigError, ErrorPolicy, RecordError
 from bpo.eval.items import EvalItem
 
 if TYPE_CHECKING:
@@ -38,7 +41,7 @@ class GenerationStats:
 
 def generate_answers(
     items: Sequence[EvalItem],
-    backend: Backend,
+    backend: Backend | BackendSpec,
     path: str | os.PathLike[str],
     *,
     image_root: str | os.PathLike[str] | None = None,
@@ -50,6 +53,7 @@ def generate_answers(
     progress: bool = True,
     before_first_write: Callable[[], None] | None = None,
     resume: bool = True,
+    engine: EngineOptions = LOCAL,
 ) -> GenerationStats:
     """Answer the items not yet in `path` (JSONL), batch by batch, appending as they finish.
 
@@ -57,7 +61,9 @@ def generate_answers(
     (a `BpoError` other than a `ConfigError`), is handled by `policy`: raised, or
     counted and left unanswered (a re-run retries it). `before_first_write` is
     called just before the first answer is written (the settings record goes
-    there); `resume=False` replaces `path` instead of continuing it.
+    there); `resume=False` replaces `path` instead of continuing it. `backend` is
+    a backend built here, or a `BackendSpec` that the `engine` builds: here, or in
+    each Ray replica (`bpo.engine`).
     """
     from tqdm.auto import tqdm
 
@@ -65,48 +71,59 @@ def generate_answers(
 
     policy = policy or ErrorPolicy()
     stats = GenerationStats()
-    with JsonlWriter(path, resume=resume, before_first_write=before_first_write) as writer:
+    work = AnswerWork(backend)
+    with (
+        closing(work),
+        JsonlWriter(path, resume=resume, before_first_write=before_first_write) as writer,
+    ):
         pending = [item for item in items if item.id not in writer]
         stats.resumed = len(items) - len(pending)
         with tqdm(
             total=len(pending), desc="answering", unit="item", disable=hide_bar(progress)
         ) as bar:
-            for start in range(0, len(pending), batch_size):
-                chunk = pending[start : start + batch_size]
-                batch, requests = [], []
-                for item in chunk:
-                    try:
-                        image = _image(item, image_root)
-                    except RecordError as error:
-                        policy.handle(error)
-                        stats.failed += 1
-                        continue
-                    batch.append(item)
-                    requests.append(
-                        GenerationRequest(
-                            item.prompt,
-                            image=image,
-                            max_new_tokens=max_new_tokens,
-                            temperature=temperature,
-                            seed=seed,
-                        )
-                    )
-                if requests:
-                    try:
-                        texts = backend.generate(requests)
-                    except ConfigError:
-                        raise
-                    except BpoError as error:
-                        for item in batch:
-                            policy.handle(
-                                RecordError(str(error), record_id=item.id, kind="generation-failed")
+
+            def batches() -> Iterator[tuple[list[EvalItem], list[GenerationRequest]]]:
+                for start in range(0, len(pending), batch_size):
+                    chunk = pending[start : start + batch_size]
+                    batch, requests = [], []
+                    for item in chunk:
+                        try:
+                            image = _image(item, image_root)
+                        except RecordError as error:
+                            policy.handle(error)
+                            stats.failed += 1
+                            continue
+                        batch.append(item)
+                        requests.append(
+                            GenerationRequest(
+                                item.prompt,
+                                image=image,
+                                max_new_tokens=max_new_tokens,
+                                temperature=temperature,
+                                seed=seed,
                             )
-                        stats.failed += len(batch)
-                    else:
-                        for item, text in zip(batch, texts, strict=True):
-                            writer.write({"id": item.id, "answer": text, **item.fields})
-                            stats.generated += 1
-                bar.update(len(chunk))
+                        )
+                    bar.update(len(chunk) - len(batch))
+                    if requests:
+                        yield batch, requests
+
+            for batch, result in run_batches(work, batches(), engine):
+                if isinstance(result.error, ConfigError):
+                    raise result.error
+                if result.error is not None:
+                    for item in batch:
+                        policy.handle(
+                            RecordError(
+                                str(result.error), record_id=item.id, kind="generation-failed"
+                            )
+                        )
+                    stats.failed += len(batch)
+                else:
+                    assert result.outputs is not None
+                    for item, text in zip(batch, result.outputs, strict=True):
+                        writer.write({"id": item.id, "answer": text, **item.fields})
+                        stats.generated += 1
+                bar.update(len(batch))
     return stats
 
 

@@ -28,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bpo.engine import EngineOptions
+from bpo.engine.work import BackendSpec
 from bpo.errors import ConfigError, ErrorPolicy
 from bpo.eval import mmhal, objhal, pope
 from bpo.eval.benches import BENCHES, ScoreContext, get_bench
@@ -74,6 +76,7 @@ class EvalOptions:
         on_error: "raise" or "skip" bad records.
         progress: show progress bars.
         overwrite: replace answers made with other settings instead of refusing.
+        engine: where the answering batches run (`bpo.engine`); the answers are the same.
     """
 
     bench: str
@@ -106,10 +109,12 @@ class EvalOptions:
     on_error: str = "raise"
     progress: bool = True
     overwrite: bool = False
+    engine: EngineOptions = field(default_factory=EngineOptions)
 
     def check(self) -> None:
         """Refuse options that cannot work together, before anything runs."""
         bench = get_bench(self.bench)
+        self.engine.check()
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be at least 1")
         if self.limit is not None and self.limit < 1:
@@ -189,7 +194,6 @@ def evaluate(
         The results, as saved in ``out/results.json``.
     """
     from bpo import __version__
-    from bpo.backends import get_backend
 
     options.check()
     policy = ErrorPolicy(on_error=options.on_error)  # type: ignore[arg-type]
@@ -242,27 +246,29 @@ def evaluate(
             ((item.id, item.image) for item in items if item.image_data is None),
             options.image_root,
         )
-        own = backend is None
-        if backend is None:
-            backend = get_backend(options.backend, model=options.model, **options.backend_options)
-        try:
-            stats = generate_answers(
-                items,
-                backend,
-                predictions_path,
-                image_root=options.image_root,
-                batch_size=options.batch_size,
-                max_new_tokens=max_new_tokens,
-                temperature=options.temperature,
-                seed=options.seed,
-                policy=policy,
-                progress=options.progress,
-                before_first_write=provenance.commit,
-                resume=not options.overwrite,
-            )
-        finally:
-            if own:
-                backend.close()
+        if backend is not None and options.engine.engine == "ray":
+            raise ConfigError("--engine ray builds the model in each replica: pass no backend")
+        # Without a backend, the engine builds one: here, or in each Ray replica.
+        answering: Backend | BackendSpec = (
+            backend
+            if backend is not None
+            else BackendSpec(options.backend, str(options.model), options.backend_options)
+        )
+        stats = generate_answers(
+            items,
+            answering,
+            predictions_path,
+            image_root=options.image_root,
+            batch_size=options.batch_size,
+            max_new_tokens=max_new_tokens,
+            temperature=options.temperature,
+            seed=options.seed,
+            policy=policy,
+            progress=options.progress,
+            before_first_write=provenance.commit,
+            resume=not options.overwrite,
+            engine=options.engine,
+        )
         counts.update(asdict(stats))
         answers, matched = match_predictions(predictions_path, items, policy=policy)
 
