@@ -230,12 +230,30 @@ def train_rows(
     return rows
 
 
-def generation_rows(model: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """hf (batches of 16) and, where installed, vLLM: samples/s on the same greedy requests."""
-    import generation as generation_bench  # bench/generation.py: its requests
+def _timed_generation(
+    name: str, model: Path, options: dict[str, Any], requests: list[Any]
+) -> tuple[float, list[str]]:
+    """Seconds and texts of backend `name` on `requests`, after a warm-up batch."""
     import torch
 
     from bpo.backends import get_backend
+
+    backend = get_backend(name, model=str(model), **options)
+    try:
+        backend.generate(requests[:GENERATION_BATCH])  # warm-up: kernels, allocator, graphs
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        texts = backend.generate(requests)
+        torch.cuda.synchronize()
+        return time.perf_counter() - started, texts
+    finally:
+        backend.close()
+        torch.cuda.empty_cache()
+
+
+def generation_rows(model: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """hf (batches of 16) and, where installed, vLLM: samples/s on the same greedy requests."""
+    import generation as generation_bench  # bench/generation.py: its requests
 
     requests = generation_bench.workload(args.samples, args.max_new_tokens)
     engines = [("hf", {"device": "cuda", "dtype": "bfloat16", "batch_size": GENERATION_BATCH})]
@@ -245,22 +263,12 @@ def generation_rows(model: Path, args: argparse.Namespace) -> list[dict[str, Any
     texts: dict[str, list[str]] = {}
     for name, options in engines:
         try:
-            backend = get_backend(name, model=str(model), **options)
+            seconds, texts[name] = _timed_generation(name, model, options, requests)
         except Exception as error:  # vLLM's own failures are its result, not the run's end
             if name == "hf":
                 raise
             rows.append({"engine": name, "note": f"failed: {type(error).__name__}: {error}"})
             continue
-        try:
-            backend.generate(requests[:GENERATION_BATCH])  # warm-up: kernels, allocator, graphs
-            torch.cuda.synchronize()
-            started = time.perf_counter()
-            texts[name] = backend.generate(requests)
-            torch.cuda.synchronize()
-            seconds = time.perf_counter() - started
-        finally:
-            backend.close()
-            torch.cuda.empty_cache()
         rows.append({"engine": name, "seconds": seconds, "samples_per_s": args.samples / seconds})
     if "vllm" in texts:
         same = sum(a == b for a, b in zip(texts["hf"], texts["vllm"], strict=True))
