@@ -26,8 +26,8 @@ uninterrupted one would (up to float differences that padding causes).
 
 Speed. Requests are sorted longest first within a group (less padding) and come
 back in request order; a second thread makes the next batch's inputs while this
-one generates; the KV cache is static (written in place). bench/generation.py
-measures it against one `model.generate` per sample.
+one generates; on a CPU the KV cache is static (written in place).
+bench/generation.py measures it against one `model.generate` per sample.
 """
 
 from __future__ import annotations
@@ -295,15 +295,21 @@ class HFBackend:
     def _generate_tokens(self, requests: Sequence[GenerationRequest], inputs: Any) -> Any:
         """The new tokens of a batch (one row per request), from its model inputs.
 
-        A static KV cache, written in place: the dynamic cache concatenates every layer's
-        keys and values at each step (10-20 % of a decoding step at batch 16 in a CPU
-        profile of bench/generation.py; 5 % less CPU time in all with the static one). It
-        is not compiled (``disable_compile``): compiling took a minute per new shape there
-        and gained nothing.
+        On a CPU, a static KV cache, written in place: the dynamic cache concatenates every
+        layer's keys and values at each step (10-20 % of a decoding step at batch 16 in a
+        CPU profile of bench/generation.py; 5 % less CPU time in all with the static one),
+        not compiled (``disable_compile``: compiling took a minute per new shape and gained
+        nothing). On a GPU the dynamic cache stays: a static one, uncompiled, reads its
+        whole length at every step, and it has not been measured there.
         """
         import torch
 
         first = requests[0]
+        cache = (
+            {"cache_implementation": "static", "disable_compile": True}
+            if self.device == "cpu"
+            else {}
+        )
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
@@ -312,8 +318,7 @@ class HFBackend:
                 eos_token_id=sorted(self.stop_token_ids),
                 do_sample=False,
                 logits_processor=logits_processors(requests),
-                disable_compile=True,
-                cache_implementation="static",
+                **cache,
             )
         return output[:, inputs["input_ids"].shape[1] :]
 
