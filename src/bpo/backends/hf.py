@@ -298,8 +298,9 @@ class HFBackend:
         On a CPU, a static KV cache, written in place: the dynamic cache concatenates every
         layer's keys and values at each step (10-20 % of a decoding step at batch 16 in a
         CPU profile of bench/generation.py; 5 % less CPU time in all with the static one),
-        not compiled (``disable_compile``: compiling took a minute and gained nothing). On a GPU the dynamic cache stays: a static one, uncompiled, reads its
-        whole length at every step, and it has not been measured there.
+        not compiled (``disable_compile``: compiling took a minute and gained nothing).
+        On a GPU the dynamic cache stays: a static one, uncompiled, reads its whole length
+        at every step, and it has not been measured there.
         """
         import torch
 
