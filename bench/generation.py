@@ -14,13 +14,14 @@ Usage::
     .venv/bin/python bench/generation.py --threads 2         # torch CPU threads (default 1)
 
 Prints a table and writes ``bench/results/generation.json``. Exit status 1 if
-the speed-up at batch 16 is under the 5x target.
+the speed-up at batch 16 is under the 8x target.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generation.json"
-TARGET_SPEEDUP = 5.0
+TARGET_SPEEDUP = 8.0
 
 # A model big enough that generation, not Python overhead, dominates, yet quick on a
 # CPU: a 4-layer, 256-wide Llama behind a CLIP tower that sees 64 px images (64 tokens).
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_up = requests[: args.batch_size]
     one_at_a_time(backend, warm_up)
     backend.generate(warm_up)
+    load_before = os.getloadavg()[0]
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     outputs: dict[str, list[str]] = {}
     for _ in range(args.repeats):
@@ -178,12 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         "speedup": speedup,
         "target_speedup": TARGET_SPEEDUP,
         "identical_outputs": f"{same}/{args.samples}",
+        "load_average_1min": [load_before, os.getloadavg()[0]],
     }
     print(f"{'method':<16} {'best s':>8} {'samples/s':>10}")
     for row in rows:
         print(f"{row['method']:<16} {row['seconds_best']:>8.2f} {row['samples_per_second']:>10.1f}")
     print(
-        f"speed-up {speedup:.1f}x (target {TARGET_SPEEDUP:g}x); identical outputs {same}/{args.samples}"
+        f"speed-up {speedup:.1f}x (target {TARGET_SPEEDUP:g}x); identical outputs {same}/{args.samples}; "
+        f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}"
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -166,8 +166,8 @@ def worker_bpo(
             f"data.pairs={args.pairs}",
             f"data.image_root={args.image_root}",
             "data.max_length=1024",  # TRL's default
-            f"lora.r={LORA['r']}",
-            f"lora.alpha={LORA['alpha']}",
+            f"lora.r={args.lora_r}",
+            f"lora.alpha={2 * args.lora_r}",  # LORA's alpha / r
             f"lora.dropout={LORA['dropout']}",
             f"train.output_dir={out}",
             f"train.learning_rate={LEARNING_RATE}",
@@ -177,8 +177,8 @@ def worker_bpo(
             f"train.per_device_train_batch_size={args.batch}",
             f"train.gradient_checkpointing={str(gradient_checkpointing).lower()}",
             f"train.share_prompt={str(share).lower()}",
-            "train.use_cpu=true",
-            "train.bf16=false",
+            f"train.use_cpu={str(not args.cuda).lower()}",
+            f"train.bf16={str(args.cuda).lower()}",
             f"train.seed={SEED}",
             "train.logging_steps=1",
             f"train.save_steps={10 * (args.warmup + args.steps)}",
@@ -245,12 +245,12 @@ def worker_trl(args: argparse.Namespace) -> dict[str, Any]:
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
-        bf16=False,  # TRL's default (bf16) needs a GPU
+        use_cpu=not args.cuda,
+        bf16=args.cuda,  # TRL's default (bf16) needs a GPU
     )
     peft_config = LoraConfig(
-        r=LORA["r"],
-        lora_alpha=LORA["alpha"],
+        r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
         lora_dropout=LORA["dropout"],
         target_modules=lora_target_pattern(model, None),  # the same layers as bpo's
     )
@@ -274,6 +274,8 @@ def run_worker(args: argparse.Namespace) -> None:
     trl_run = args.worker == "trl"
     result = worker_trl(args) if trl_run else worker_bpo(args, *BPO_RUNS[args.worker])
     result["peak_rss_mib"] = _peak_rss_mib()
+    if args.cuda:
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -297,6 +299,9 @@ def main() -> int:
         help="the runs to make; ratios are to the first (default: all four, trl first)",
     )
     parser.add_argument("--worker", choices=RUNS, help=argparse.SUPPRESS)
+    # bench/gpu.py runs the workers on a GPU (bf16), at its own LoRA rank.
+    parser.add_argument("--cuda", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--lora-r", type=int, default=LORA["r"], help=argparse.SUPPRESS)
     for hidden in ("--work", "--model", "--pairs", "--image-root", "--export"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     args = parser.parse_args()
