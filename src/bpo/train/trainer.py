@@ -36,6 +36,7 @@ from trl import DPOTrainer
 
 from bpo.fsio import write_text
 from bpo.train.data import REFERENCE_COLUMNS, SEQUENCE_COLUMNS, TOKEN_TYPE_KEYS
+from bpo.train.distributed import check_sharded_launch, prepare_fsdp_plugin
 from bpo.train.reference import compute_reference_logps
 from bpo.train.shared_prompt import SharedPromptForward
 
@@ -63,6 +64,7 @@ class BpoDPOTrainer(DPOTrainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        prepare_fsdp_plugin(self.accelerator, self.model)
         self.reference_cache = reference_cache
         self.reference_seconds = 0.0
         if reference_cache is not None:
@@ -74,6 +76,10 @@ class BpoDPOTrainer(DPOTrainer):
             if self.ref_model is not None:  # full fine-tuning: the copy is no longer needed
                 self.ref_model = None
                 gc.collect()
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        check_sharded_launch(self.accelerator)
 
     def base_model(self) -> Any:
         """The transformers model under the accelerate and PEFT wrappers."""
@@ -207,11 +213,19 @@ class BpoDPOTrainer(DPOTrainer):
         return super().get_batch_samples(epoch_iterator, num_batches, device)
 
     def weights_digest(self) -> str:
-        """SHA-256 of the trainable weights (names and float32 values), on this process."""
+        """SHA-256 of the trainable weights (names and float32 values), on this process.
+
+        Under FSDP every process takes part (each gathers the full weights from the shards).
+        """
+        from torch.distributed.tensor import DTensor
+
         sha = hashlib.sha256()
         model = self.accelerator.unwrap_model(self.model)
         for name, parameter in sorted(model.named_parameters(), key=lambda item: item[0]):
             if parameter.requires_grad:
+                values = parameter.detach()
+                if isinstance(values, DTensor):  # FSDP2: this process's shard; gather them all
+                    values = values.full_tensor()
                 sha.update(name.encode())
-                sha.update(parameter.detach().float().cpu().numpy().tobytes())
+                sha.update(values.float().cpu().numpy().tobytes())
         return sha.hexdigest()

@@ -1,0 +1,95 @@
+"""What a sharded launch (FSDP, DeepSpeed ZeRO) needs from bpo beyond accelerate's own config.
+
+- accelerate 1.15 runs FSDP on GPUs (and other accelerators) only: on CPU processes it
+  drops the FSDP config and runs plain data parallelism (`accelerate.state.AcceleratorState`).
+  `check_sharded_launch` turns that silent change into a refusal that says so, once the
+  trainer's accelerator exists (before the reference pass). DeepSpeed does run on CPU.
+- FSDP's transformer-layer auto wrap takes the model's ``_no_split_modules`` when the
+  config names no layer class, and fails when one of them is not in the model: LLaVA
+  inherits ``CLIPTextEmbeddings`` from CLIP, which its vision tower does not hold
+  (transformers issue 37672 has another). `fsdp_layer_classes` keeps the ones present.
+- Full fine-tuning under FSDP2 is refused (`check_fsdp_recipe`): TRL 1.16's fused LM head
+  reads the sharded ``lm_head.weight`` with ``DTensor.full_tensor()``, whose backward keeps
+  each process's own gradient for its shard instead of the mean over processes, so the
+  output layer would learn from one process's pairs per shard. Measured on the tiny LLaVA,
+  2 FSDP processes against 1 process with the same global batch: the ``lm_head`` gradient
+  norm 2.29 against 1.77 at step 1 (every other layer's within 0.1%). LoRA leaves the head
+  frozen and matches to 1e-6.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from bpo.config import Recipe
+from bpo.errors import ConfigError
+
+
+def requested_sharding() -> str | None:
+    """``"FSDP"`` or ``"DeepSpeed"`` when `accelerate launch` was given such a config."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return "FSDP"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return "DeepSpeed"
+    return None
+
+
+def check_fsdp_recipe(recipe: Recipe) -> None:
+    """Refuse full fine-tuning under an FSDP launch (see the module docstring), before any load.
+
+    Raises:
+        ConfigError: with ``lora.enabled: false`` under ``accelerate launch`` with FSDP.
+    """
+    if requested_sharding() == "FSDP" and not recipe.lora.enabled:
+        raise ConfigError(
+            "lora.enabled: false under FSDP: full fine-tuning would train the output layer "
+            "on each process's own pairs (TRL's fused LM head does not average its gradient "
+            "over FSDP shards); train LoRA under FSDP, or fine-tune in full under DDP "
+            "(recipes/accelerate/ddp.yaml)"
+        )
+
+
+def check_sharded_launch(accelerator: Any) -> None:
+    """Refuse a run whose accelerate config asks for FSDP or DeepSpeed but did not get it.
+
+    Raises:
+        ConfigError: when the launch asked for FSDP or DeepSpeed and the processes run
+            something else (on CPU, accelerate falls back to data parallelism).
+    """
+    from accelerate.utils import DistributedType
+
+    wanted = requested_sharding()
+    got = accelerator.distributed_type
+    if wanted is None or got in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return
+    raise ConfigError(
+        f"the accelerate config asks for {wanted}, but accelerate set these processes up "
+        f"as {got.value} on {accelerator.device.type} (accelerate 1.15 enables FSDP on GPUs "
+        "and other accelerators, not on CPUs): they would train without sharding; launch "
+        "with recipes/accelerate/ddp.yaml on CPUs, or on GPUs with train.use_cpu: false"
+    )
+
+
+def fsdp_layer_classes(model: torch.nn.Module) -> list[str]:
+    """The class names of the model's ``_no_split_modules`` that it holds, sorted.
+
+    These are the transformer layers (decoder and vision blocks) that FSDP shards one by
+    one; a class that the model declares but does not hold is left out.
+    """
+    declared = set(getattr(model, "_no_split_modules", None) or ())
+    held = {type(module).__name__ for module in model.modules()}
+    return sorted(declared & held)
+
+
+def prepare_fsdp_plugin(accelerator: Any, model: Any) -> None:
+    """Name the layers for FSDP's transformer-layer auto wrap when the config names none."""
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    plugin = getattr(accelerator.state, "fsdp_plugin", None)
+    if plugin is None or plugin.auto_wrap_policy is not transformer_auto_wrap_policy:
+        return
+    if plugin.transformer_cls_names_to_wrap is None:
+        plugin.transformer_cls_names_to_wrap = fsdp_layer_classes(model)
