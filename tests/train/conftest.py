@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,3 +94,30 @@ def tiny_recipe(
     if cache is not None:
         base.append(f"data.cache_dir={cache}")
     return load_recipe(RECIPES / "tiny.yaml", [*base, *overrides])
+
+
+def accelerate_launch(
+    config: str, model: Path, data: PairData, output_dir: Path, *overrides: str,
+    processes: int = 2, entry: str = "bpo.cli",
+) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`bpo train` on recipes/tiny.yaml under ``accelerate launch`` with a shipped config.
+
+    `config` names a file of recipes/accelerate (``"ddp"``, ``"fsdp"`` ...); `entry` is the
+    module run (`tests.train.fsdp_on_cpu` lets FSDP run on CPU). The processes run on CPU
+    (gloo), one thread each, from the repository root.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    command = [
+        str(Path(sys.executable).parent / "accelerate"), "launch",
+        "--config_file", str(RECIPES / "accelerate" / f"{config}.yaml"),
+        "--num_processes", str(processes), "--main_process_port", str(port),
+        "-m", entry, "train", "--config", str(RECIPES / "tiny.yaml"),
+        f"model.name={model}", f"data.pairs={data.pairs}",
+        f"data.image_root={data.image_root}", f"train.output_dir={output_dir}", *overrides,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=300, cwd=RECIPES.parent
+    )

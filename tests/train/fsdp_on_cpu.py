@@ -10,6 +10,7 @@ Nothing else of accelerate, transformers or bpo is changed.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -19,17 +20,21 @@ def allow_fsdp_on_cpu() -> None:
     from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import DistributedType
 
-    original = AcceleratorState.__init__
+    partial_init, accelerator_init = PartialState.__init__, AcceleratorState.__init__
 
-    def init(self: Any, *args: Any, fsdp_plugin: Any = None, **kwargs: Any) -> None:
-        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
-        if self.distributed_type == DistributedType.MULTI_CPU and fsdp_plugin is not None:
-            # Both shared states: each later AcceleratorState() copies PartialState's fields.
-            PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-            self.distributed_type = DistributedType.FSDP
-            self.fsdp_plugin = fsdp_plugin
+    def init_processes(self: Any, *args: Any, **kwargs: Any) -> None:
+        partial_init(self, *args, **kwargs)
+        fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+        if fsdp and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type = DistributedType.FSDP  # the state shared by every instance
 
-    AcceleratorState.__init__ = init  # type: ignore[method-assign]
+    def init_accelerator(self: Any, *args: Any, fsdp_plugin: Any = None, **kwargs: Any) -> None:
+        accelerator_init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if self.distributed_type == DistributedType.FSDP and fsdp_plugin is not None:
+            self.fsdp_plugin = fsdp_plugin  # accelerate sets it for GPU device types only
+
+    PartialState.__init__ = init_processes  # type: ignore[method-assign]
+    AcceleratorState.__init__ = init_accelerator  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 - accelerate 1.15 runs FSDP on GPUs (and other accelerators) only: on CPU processes it
   drops the FSDP config and runs plain data parallelism (`accelerate.state.AcceleratorState`).
-  `check_sharded_launch` turns that silent change into a refusal that says so, once the
-  trainer's accelerator exists (before the reference pass). DeepSpeed does run on CPU.
+  `check_sharded_launch` turns that silent change into a refusal that says so, before
+  anything loads. DeepSpeed does run on CPU.
 - FSDP's transformer-layer auto wrap takes the model's ``_no_split_modules`` when the
   config names no layer class, and fails when one of them is not in the model: LLaVA
   inherits ``CLIPTextEmbeddings`` from CLIP, which its vision tower does not hold
@@ -52,25 +52,29 @@ def check_fsdp_recipe(recipe: Recipe) -> None:
         )
 
 
-def check_sharded_launch(accelerator: Any) -> None:
-    """Refuse a run whose accelerate config asks for FSDP or DeepSpeed but did not get it.
+def check_sharded_launch() -> None:
+    """Refuse a launch whose accelerate config asks for FSDP where accelerate will not shard.
+
+    Call it once the processes are set up (`trl.DPOConfig` does that), before any load.
 
     Raises:
-        ConfigError: when the launch asked for FSDP or DeepSpeed and the processes run
-            something else (on CPU, accelerate falls back to data parallelism).
+        ConfigError: when the launch asks for FSDP and the processes run on CPU, where
+            accelerate would train them with plain data parallelism.
     """
+    from accelerate import PartialState
     from accelerate.utils import DistributedType
 
-    wanted = requested_sharding()
-    got = accelerator.distributed_type
-    if wanted is None or got in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    state = PartialState()
+    if requested_sharding() != "FSDP" or state.distributed_type == DistributedType.FSDP:
         return
-    raise ConfigError(
-        f"the accelerate config asks for {wanted}, but accelerate set these processes up "
-        f"as {got.value} on {accelerator.device.type} (accelerate 1.15 enables FSDP on GPUs "
-        "and other accelerators, not on CPUs): they would train without sharding; launch "
-        "with recipes/accelerate/ddp.yaml on CPUs, or on GPUs with train.use_cpu: false"
-    )
+    if state.distributed_type in (DistributedType.MULTI_CPU, DistributedType.NO):
+        raise ConfigError(
+            f"the accelerate config asks for FSDP, but accelerate set these processes up "
+            f"as {state.distributed_type.value} on {state.device.type} (accelerate 1.15 "
+            "enables FSDP on GPUs and other accelerators, not on CPUs): they would train "
+            "without sharding; launch with recipes/accelerate/ddp.yaml on CPUs, or on GPUs "
+            "with train.use_cpu: false"
+        )
 
 
 def fsdp_layer_classes(model: torch.nn.Module) -> list[str]:

@@ -221,7 +221,7 @@ def train(
 
     from bpo.train.callbacks import MetricsLogger
     from bpo.train.data import PreferenceCollator, cache_dir, check_pairs_source, tokenize_pairs
-    from bpo.train.distributed import check_fsdp_recipe
+    from bpo.train.distributed import check_fsdp_recipe, check_sharded_launch
     from bpo.train.model import freeze_for_full_finetuning, load_model, load_processor, peft_config
     from bpo.train.progress import ConsoleProgress
     from bpo.train.reference import reference_fingerprint
@@ -235,6 +235,7 @@ def train(
     provenance = check_run_dir(recipe, resume=resume, overwrite=overwrite)
     run_dir = Path(recipe.train.output_dir)
     args = dpo_config(recipe)  # sets up the processes (accelerate state) before anything else
+    check_sharded_launch()
 
     processor = load_processor(recipe.model)
     policy = ErrorPolicy(recipe.data.on_error)  # type: ignore[arg-type]

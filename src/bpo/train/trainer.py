@@ -36,7 +36,7 @@ from trl import DPOTrainer
 
 from bpo.fsio import write_text
 from bpo.train.data import REFERENCE_COLUMNS, SEQUENCE_COLUMNS, TOKEN_TYPE_KEYS
-from bpo.train.distributed import check_sharded_launch, prepare_fsdp_plugin
+from bpo.train.distributed import prepare_fsdp_plugin
 from bpo.train.reference import compute_reference_logps
 from bpo.train.shared_prompt import SharedPromptForward
 
@@ -76,10 +76,6 @@ class BpoDPOTrainer(DPOTrainer):
             if self.ref_model is not None:  # full fine-tuning: the copy is no longer needed
                 self.ref_model = None
                 gc.collect()
-
-    def create_accelerator_and_postprocess(self) -> None:
-        super().create_accelerator_and_postprocess()
-        check_sharded_launch(self.accelerator)
 
     def base_model(self) -> Any:
         """The transformers model under the accelerate and PEFT wrappers."""
