@@ -16,13 +16,9 @@ import torch
 from bpo.train.callbacks import read_metrics
 from bpo.train.reference import STORE_NAME
 from bpo.train.runner import train
-from tests.train.conftest import accelerate_launch, tiny_recipe
+from tests.train.conftest import LOSS_TOLERANCE, accelerate_launch, tiny_recipe
 
 FSDP_ENTRY = "tests.train.fsdp_on_cpu"
-# float32 on CPU: the 2-process and the 1-process runs differ only in the order of the
-# sums (gradient mean over processes, FSDP's reduce-scatter). Measured: losses within
-# 6e-7, reward margins within 1.2e-6, reference log-probs within 1e-5 over the 4 steps.
-LOSS_TOLERANCE = 1e-5
 
 
 def _result(run: Path) -> dict:
@@ -35,7 +31,7 @@ def _reference_logps(folder: Path) -> dict[str, tuple[float, float]]:
 
 
 def test_fsdp_lora_matches_one_process_resumes_and_exports(
-    tiny_llava_path, pair_data, train_cache, tmp_path
+    one_process_run, tiny_llava_path, pair_data, tmp_path
 ):
     from peft import PeftModel
     from safetensors.torch import load_file
@@ -43,14 +39,7 @@ def test_fsdp_lora_matches_one_process_resumes_and_exports(
 
     from bpo.cli import main
 
-    # One process, 2 pairs a micro-batch, 2 micro-batches a step: the global batch of
-    # 2 processes of 2 pairs each, the same pairs in each step, padded the same way.
-    single = train(
-        tiny_recipe(
-            tiny_llava_path, pair_data, tmp_path / "single", train_cache,
-            "train.gradient_accumulation_steps=2",
-        )
-    )  # fmt: skip
+    single = one_process_run
     run = tmp_path / "fsdp"
     # Its own cache: the reference pass runs under the FSDP launch, each process on its rows.
     done = accelerate_launch(
@@ -141,6 +130,7 @@ def test_full_finetuning_under_fsdp_is_refused_before_anything_loads(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # ~20 s: two processes start to refuse
 def test_fsdp_on_cpu_without_the_gate_lifted_is_refused(tiny_llava_path, pair_data, tmp_path):
     """As shipped, accelerate would train these CPU processes unsharded (plain DDP)."""
     done = accelerate_launch(

@@ -133,6 +133,11 @@ class BpoDPOTrainer(DPOTrainer):
             )
         finally:
             model.train(was_training)
+            if self._precompute_engine is not None:
+                # ZeRO-3: the inference engine's hooks on the policy's modules would stay and
+                # trip the training engine's own ("pop from an empty deque" at step 1).
+                self._precompute_engine.destroy()
+                self._precompute_engine = None
 
     def reference_logps(self, inputs: dict[str, Any], model: Any = None) -> tuple[Any, Any]:
         """TRL's reference log-probs of a batch (either layout): chosen, rejected.
