@@ -235,6 +235,7 @@ def test_the_final_weights_replace_the_old_ones_only_once_saved_whole(tmp_path):
 
     class Trainer:
         accelerator = SimpleNamespace(is_main_process=True, wait_for_everyone=lambda: None)
+        is_fsdp_enabled = False
 
         def __init__(self, fail: bool) -> None:
             self.fail = fail
