@@ -54,7 +54,7 @@ def test_fsdp_lora_matches_one_process_resumes_and_exports(
     expected = _reference_logps(Path(single.reference["folder"]))
     computed = _reference_logps(Path(result["reference"]["folder"]))
     assert computed.keys() == expected.keys() and len(computed) == 8
-    for row, values in computed.items():
+    for row, values in computed.items():  # measured 1.5e-5: one float32 step at -190
         assert values == pytest.approx(expected[row], abs=1e-4)
 
     metrics = read_metrics(run / "metrics.jsonl")
