@@ -15,7 +15,6 @@ import torch
 
 from bpo.train.callbacks import read_metrics
 from bpo.train.reference import STORE_NAME
-from bpo.train.runner import train
 from tests.train.conftest import LOSS_TOLERANCE, accelerate_launch, tiny_recipe
 
 FSDP_ENTRY = "tests.train.fsdp_on_cpu"
@@ -100,34 +99,6 @@ def test_fsdp_lora_matches_one_process_resumes_and_exports(
               if "lora_B" in name]  # fmt: skip
     assert lora_b and all(w.abs().max() > 0 for w in lora_b)  # PEFT starts B at 0
     assert main(["export", str(run), "--checkpoint", "2", "--out", str(tmp_path / "step2")]) == 0
-
-
-def test_fsdp_wraps_the_layers_the_model_holds(tiny_llava_path):
-    from transformers import AutoModelForImageTextToText
-
-    from bpo.train.distributed import fsdp_layer_classes
-
-    model = AutoModelForImageTextToText.from_pretrained(tiny_llava_path)
-    # LLaVA declares CLIP's text embeddings (from CLIPModel), which its vision tower lacks:
-    # accelerate's auto wrap refused the model for it.
-    assert "CLIPTextEmbeddings" in model._no_split_modules
-    assert fsdp_layer_classes(model) == [
-        "CLIPEncoderLayer",
-        "CLIPVisionEmbeddings",
-        "LlamaDecoderLayer",
-    ]
-
-
-def test_full_finetuning_under_fsdp_is_refused_before_anything_loads(
-    tiny_llava_path, pair_data, tmp_path, monkeypatch
-):
-    from bpo.errors import ConfigError
-
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what accelerate launch sets
-    recipe = tiny_recipe(tiny_llava_path, pair_data, tmp_path / "run", None, "lora.enabled=false")
-    with pytest.raises(ConfigError, match=r"full fine-tuning .* under DDP"):
-        train(recipe)
-    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow  # ~20 s: two processes start to refuse

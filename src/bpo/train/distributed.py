@@ -52,6 +52,27 @@ def check_fsdp_recipe(recipe: Recipe) -> None:
         )
 
 
+def check_deepspeed_precision(precision: str) -> None:
+    """Refuse a DeepSpeed launch whose mixed precision is not the recipe's, before any load.
+
+    DeepSpeed takes it from the accelerate config (``mixed_precision: bf16`` in the shipped
+    ZeRO configs) and transformers stops at the first step when the recipe differs.
+
+    Args:
+        precision: the recipe's (`bpo.train.runner.mixed_precision`).
+
+    Raises:
+        ConfigError: when they differ.
+    """
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if requested_sharding() == "DeepSpeed" and launched not in ("no", precision):
+        raise ConfigError(
+            f"the accelerate config asks DeepSpeed for mixed_precision {launched} and the "
+            f"recipe trains in {precision} (train.bf16, train.fp16): make them agree, with "
+            f"train.bf16=true or with accelerate launch --mixed_precision {precision}"
+        )
+
+
 def check_sharded_launch() -> None:
     """Refuse a launch whose accelerate config asks for FSDP where accelerate will not shard.
 

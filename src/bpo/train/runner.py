@@ -221,7 +221,11 @@ def train(
 
     from bpo.train.callbacks import MetricsLogger
     from bpo.train.data import PreferenceCollator, cache_dir, check_pairs_source, tokenize_pairs
-    from bpo.train.distributed import check_fsdp_recipe, check_sharded_launch
+    from bpo.train.distributed import (
+        check_deepspeed_precision,
+        check_fsdp_recipe,
+        check_sharded_launch,
+    )
     from bpo.train.model import freeze_for_full_finetuning, load_model, load_processor, peft_config
     from bpo.train.progress import ConsoleProgress
     from bpo.train.reference import reference_fingerprint
@@ -232,6 +236,7 @@ def train(
         raise ConfigError("model.name is not set: give a hub id or a local model folder")
     check_pairs_source(recipe)
     check_fsdp_recipe(recipe)
+    check_deepspeed_precision(mixed_precision(recipe))
     provenance = check_run_dir(recipe, resume=resume, overwrite=overwrite)
     run_dir = Path(recipe.train.output_dir)
     args = dpo_config(recipe)  # sets up the processes (accelerate state) before anything else
