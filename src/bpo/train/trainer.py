@@ -18,7 +18,10 @@ the LoRA reference with the adapter disabled, checkpoints: all TRL's):
   each checkpoint and restored on resume (TRL restarts it from 0 in each `train`
   call, so a resumed run logged smaller counts than an uninterrupted one);
 - a run resumed from a checkpoint saved at ``max_steps`` (killed after its last
-  checkpoint) trains no further (see `get_batch_samples`).
+  checkpoint) trains no further (see `get_batch_samples`);
+- under FSDP, the transformer-layer auto wrap gets the layers the model holds
+  (`bpo.train.distributed.prepare_fsdp_plugin`); under DeepSpeed, the reference pass's
+  inference engine is freed before training.
 """
 
 from __future__ import annotations
