@@ -221,11 +221,7 @@ def train(
 
     from bpo.train.callbacks import MetricsLogger
     from bpo.train.data import PreferenceCollator, cache_dir, check_pairs_source, tokenize_pairs
-    from bpo.train.distributed import (
-        check_deepspeed_precision,
-        check_fsdp_recipe,
-        check_sharded_launch,
-    )
+    from bpo.train.distributed import check_deepspeed_precision, check_sharded_launch
     from bpo.train.model import freeze_for_full_finetuning, load_model, load_processor, peft_config
     from bpo.train.progress import ConsoleProgress
     from bpo.train.reference import reference_fingerprint
@@ -235,7 +231,6 @@ def train(
     if not recipe.model.name:
         raise ConfigError("model.name is not set: give a hub id or a local model folder")
     check_pairs_source(recipe)
-    check_fsdp_recipe(recipe)
     check_deepspeed_precision(mixed_precision(recipe))
     provenance = check_run_dir(recipe, resume=resume, overwrite=overwrite)
     run_dir = Path(recipe.train.output_dir)

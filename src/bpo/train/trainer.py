@@ -39,7 +39,7 @@ from trl import DPOTrainer
 
 from bpo.fsio import write_text
 from bpo.train.data import REFERENCE_COLUMNS, SEQUENCE_COLUMNS, TOKEN_TYPE_KEYS
-from bpo.train.distributed import prepare_fsdp_plugin
+from bpo.train.distributed import GatherTrainedOutputLayer, prepare_fsdp_plugin
 from bpo.train.reference import compute_reference_logps
 from bpo.train.shared_prompt import SharedPromptForward
 
@@ -68,6 +68,8 @@ class BpoDPOTrainer(DPOTrainer):
     ) -> None:
         super().__init__(*args, **kwargs)
         prepare_fsdp_plugin(self.accelerator, self.model)
+        if self.is_fsdp_enabled:
+            self.add_callback(GatherTrainedOutputLayer())
         self.reference_cache = reference_cache
         self.reference_seconds = 0.0
         if reference_cache is not None:
