@@ -111,7 +111,8 @@ class GatherTrainedOutputLayer(TrainerCallback):
 
         model = kwargs["model"]
         head = model.get_output_embeddings()
-        if isinstance(head, FSDPModule) and head.weight.requires_grad:
+        weight = getattr(head, "weight", None)
+        if isinstance(head, FSDPModule) and weight is not None and weight.requires_grad:
             model.get_decoder().register_forward_pre_hook(lambda module, inputs: head.unshard())
 
 
