@@ -94,7 +94,12 @@ def test_accelerate_configs_load_with_accelerate(path):
     from accelerate.commands.config.config_args import load_config_from_file
 
     config = load_config_from_file(str(path))  # accelerate's own loader: unknown keys raise
-    expected = {"ddp": ("MULTI_GPU", None), "zero2": ("DEEPSPEED", 2), "zero3": ("DEEPSPEED", 3)}
+    expected = {
+        "ddp": ("MULTI_GPU", None),
+        "fsdp": ("FSDP", None),
+        "zero2": ("DEEPSPEED", 2),
+        "zero3": ("DEEPSPEED", 3),
+    }
     distributed, stage = expected[path.stem]
     assert str(config.distributed_type).endswith(distributed)
     assert config.num_machines == 1 and config.use_cpu is False
@@ -103,3 +108,10 @@ def test_accelerate_configs_load_with_accelerate(path):
         assert config.mixed_precision == "bf16"
     if stage == 3:
         assert config.deepspeed_config["zero3_save_16bit_model"] is True
+    if distributed == "FSDP":
+        fsdp = config.fsdp_config
+        assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_reshard_after_forward"] is True
+        assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+        # bpo names the layers from the model (bpo.train.distributed); export reads checkpoints.
+        assert "fsdp_transformer_layer_cls_to_wrap" not in fsdp
+        assert fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"

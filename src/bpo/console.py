@@ -40,6 +40,12 @@ def configure(verbosity: int) -> None:
         # Library warnings that tell a bpo user nothing they can act on.
         for message in _NOISE:
             warnings.filterwarnings("ignore", message=message)
+        import logging
+
+        # DeepSpeed, when installed, is imported by the training stack in every run and logs
+        # to stdout (its "DeepSpeed" logger, level reset on import, no variable to quiet
+        # it): "Setting accelerator to CPU" at once, in --quiet too. A filter outlives that.
+        logging.getLogger("DeepSpeed").addFilter(lambda record: record.levelno >= logging.ERROR)
 
 
 # Regular expressions of library warnings filtered below --verbose (each seen in a bpo run).

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,10 @@ CHOSEN = {
     "coffee": "A cup of coffee sits on a white plate.",
     "rocket": "A rocket stands on the launch pad under a blue sky.",
 }
+# Launched runs (2 processes, float32 on CPU) against `one_process_run`: they differ only
+# in the order of the sums (the gradient mean over processes, FSDP's reduce-scatter).
+# Measured: losses within 6e-7, reward margins within 1.2e-6 over the 4 steps.
+LOSS_TOLERANCE = 1e-5
 REJECTED = (
     "There are two dogs and a red car next to the table.",
     "A man is holding a knife and a fork in the kitchen.",
@@ -77,6 +85,26 @@ def train_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("train-cache")
 
 
+@pytest.fixture(scope="session")
+def one_process_run(
+    tiny_llava_path: Path, pair_data: PairData, train_cache: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Any:  # fmt: skip
+    """recipes/tiny.yaml in one process with the global batch of 2 processes of 2 pairs.
+
+    2 pairs a micro-batch, 2 micro-batches a step: in each step the pairs that 2 processes
+    take, padded the same way (each process pads its own 2). The runs under
+    ``accelerate launch`` are compared with it.
+    """
+    from bpo.train.runner import train
+
+    out = tmp_path_factory.mktemp("one-process")
+    recipe = tiny_recipe(
+        tiny_llava_path, pair_data, out, train_cache, "train.gradient_accumulation_steps=2"
+    )
+    return train(recipe)
+
+
 def tiny_recipe(
     model: Path, data: PairData, output_dir: Path, cache: Path | None, *overrides: str
 ) -> Recipe:
@@ -90,3 +118,31 @@ def tiny_recipe(
     if cache is not None:
         base.append(f"data.cache_dir={cache}")
     return load_recipe(RECIPES / "tiny.yaml", [*base, *overrides])
+
+
+def accelerate_launch(
+    config: str, model: Path, data: PairData, output_dir: Path, *overrides: str,
+    processes: int = 2, entry: str = "bpo.cli", launch_args: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`bpo train` on recipes/tiny.yaml under ``accelerate launch`` with a shipped config.
+
+    `config` names a file of recipes/accelerate (``"ddp"``, ``"fsdp"`` ...); `entry` is the
+    module run (`tests.train.fsdp_on_cpu` lets FSDP run on CPU); `launch_args` go to
+    ``accelerate launch`` (``--mixed_precision no`` ...). The processes run on CPU (gloo),
+    one thread each, from the repository root.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    command = [
+        str(Path(sys.executable).parent / "accelerate"), "launch",
+        "--config_file", str(RECIPES / "accelerate" / f"{config}.yaml"),
+        "--num_processes", str(processes), "--main_process_port", str(port), *launch_args,
+        "-m", entry, "train", "--config", str(RECIPES / "tiny.yaml"),
+        f"model.name={model}", f"data.pairs={data.pairs}",
+        f"data.image_root={data.image_root}", f"train.output_dir={output_dir}", *overrides,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=300, cwd=RECIPES.parent
+    )

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +18,7 @@ from bpo.train.run_folder import (
     last_checkpoint,
 )
 from bpo.train.runner import TrainResult, save_final, train
-from tests.train.conftest import RECIPES, tiny_recipe
+from tests.train.conftest import accelerate_launch, tiny_recipe
 
 STEPS = 4  # recipes/tiny.yaml: 4 steps of 2 pairs, a checkpoint every 2
 
@@ -239,6 +235,7 @@ def test_the_final_weights_replace_the_old_ones_only_once_saved_whole(tmp_path):
 
     class Trainer:
         accelerator = SimpleNamespace(is_main_process=True, wait_for_everyone=lambda: None)
+        is_fsdp_enabled = False
 
         def __init__(self, fail: bool) -> None:
             self.fail = fail
@@ -304,27 +301,13 @@ def test_merged_export_loads_and_generates(llava_run, tmp_path, photo):
     assert generated.shape[1] == inputs["input_ids"].shape[1] + 4
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_two_processes_finish_with_the_same_weights(
     llava_run, tiny_llava_path, pair_data, tmp_path
 ):
     """`accelerate launch` with the shipped DDP config: 2 CPU processes (gloo)."""
-    accelerate = Path(sys.executable).parent / "accelerate"
-    command = [
-        str(accelerate), "launch", "--config_file", str(RECIPES / "accelerate" / "ddp.yaml"),
-        "--num_processes", "2", "--main_process_port", str(_free_port()),
-        "-m", "bpo.cli", "train", "--config", str(RECIPES / "tiny.yaml"),
-        f"model.name={tiny_llava_path}", f"data.pairs={pair_data.pairs}",
-        f"data.image_root={pair_data.image_root}", f"train.output_dir={tmp_path / 'run'}",
-        "train.max_steps=2",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    done = accelerate_launch(
+        "ddp", tiny_llava_path, pair_data, tmp_path / "run", "train.max_steps=2"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "run" / "train_result.json").read_text())
     assert result["global_step"] == 2

@@ -9,6 +9,7 @@
 - `bpo.train.progress`: the console's bar, log lines and end-of-run summary.
 - `bpo.train.trainer.BpoDPOTrainer`: `trl.DPOTrainer` on those.
 - `bpo.train.model`: model, processor, LoRA targets.
+- `bpo.train.distributed`: what FSDP and DeepSpeed launches need, and the ones refused.
 - `bpo.train.callbacks.MetricsLogger`: ``metrics.jsonl``.
 - `bpo.train.export.export_run`: a merged standard checkpoint (`bpo export`).
 

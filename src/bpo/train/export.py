@@ -22,6 +22,8 @@ from bpo.errors import ConfigError
 from bpo.fsio import atomic_dir
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
+# accelerate's folder of a sharded FSDP checkpoint (torch.distributed.checkpoint format).
+FSDP_SHARDED_PREFIX = "pytorch_model_fsdp_"
 
 
 def _source(run_dir: Path, checkpoint: str | None) -> Path:
@@ -37,6 +39,17 @@ def _source(run_dir: Path, checkpoint: str | None) -> Path:
             candidate = run_dir / "checkpoints" / f"checkpoint-{checkpoint}"
     if not candidate.is_dir():
         raise ConfigError(f"{run_dir}: no checkpoint {checkpoint!r}")
+    sharded = sorted(candidate.glob(f"{FSDP_SHARDED_PREFIX}*/"))
+    if sharded and not any(
+        (candidate / name).exists() for name in ("adapter_config.json", "config.json")
+    ):
+        raise ConfigError(
+            f"{candidate} holds FSDP's sharded weights ({sharded[0].name}/, "
+            "fsdp_state_dict_type: SHARDED_STATE_DICT), which bpo export does not read: "
+            f"export the run's final adapter or model (leave out --checkpoint; bpo saves it "
+            "whole), or resume with --resume to the end; recipes/accelerate/fsdp.yaml "
+            "(FULL_STATE_DICT) saves checkpoints that export reads"
+        )
     return candidate
 
 

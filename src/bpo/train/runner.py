@@ -221,6 +221,7 @@ def train(
 
     from bpo.train.callbacks import MetricsLogger
     from bpo.train.data import PreferenceCollator, cache_dir, check_pairs_source, tokenize_pairs
+    from bpo.train.distributed import check_deepspeed_precision, check_sharded_launch
     from bpo.train.model import freeze_for_full_finetuning, load_model, load_processor, peft_config
     from bpo.train.progress import ConsoleProgress
     from bpo.train.reference import reference_fingerprint
@@ -230,9 +231,11 @@ def train(
     if not recipe.model.name:
         raise ConfigError("model.name is not set: give a hub id or a local model folder")
     check_pairs_source(recipe)
+    check_deepspeed_precision(mixed_precision(recipe))
     provenance = check_run_dir(recipe, resume=resume, overwrite=overwrite)
     run_dir = Path(recipe.train.output_dir)
     args = dpo_config(recipe)  # sets up the processes (accelerate state) before anything else
+    check_sharded_launch()
 
     processor = load_processor(recipe.model)
     policy = ErrorPolicy(recipe.data.on_error)  # type: ignore[arg-type]
@@ -318,15 +321,21 @@ def train(
 def save_final(trainer: Any, final: Path) -> None:
     """`trainer.save_model` into a staging folder that replaces `final` once complete.
 
-    Every process calls it (DeepSpeed ZeRO-3 gathers the weights from all of them);
-    the main process owns the staging folder (`bpo.fsio.atomic_dir`) and tells the
-    others its name, so a run killed while saving leaves `final` as it was.
+    Every process calls it (DeepSpeed ZeRO-3 and FSDP gather the weights from all of
+    them); the main process owns the staging folder (`bpo.fsio.atomic_dir`) and tells
+    the others its name, so a run killed while saving leaves `final` as it was. Under
+    FSDP the weights are gathered whole whatever ``fsdp_state_dict_type`` says (with
+    ``SHARDED_STATE_DICT``, `save_model` writes none), so `final` always loads with
+    `from_pretrained` and `bpo export` reads it.
     """
     from accelerate.utils import broadcast_object_list
 
     main = trainer.accelerator.is_main_process
     with atomic_dir(final) if main else contextlib.nullcontext(None) as staging:
         name = broadcast_object_list([str(staging) if main else None])[0]
-        trainer.save_model(name)
+        if trainer.is_fsdp_enabled:
+            trainer._save(name, state_dict=trainer.accelerator.get_state_dict(trainer.model))
+        else:
+            trainer.save_model(name)
         trainer.accelerator.wait_for_everyone()  # every shard written before the rename
     trainer.accelerator.wait_for_everyone()

@@ -18,7 +18,10 @@ the LoRA reference with the adapter disabled, checkpoints: all TRL's):
   each checkpoint and restored on resume (TRL restarts it from 0 in each `train`
   call, so a resumed run logged smaller counts than an uninterrupted one);
 - a run resumed from a checkpoint saved at ``max_steps`` (killed after its last
-  checkpoint) trains no further (see `get_batch_samples`).
+  checkpoint) trains no further (see `get_batch_samples`);
+- under FSDP, the transformer-layer auto wrap gets the layers the model holds
+  (`bpo.train.distributed.prepare_fsdp_plugin`); under DeepSpeed, the reference pass's
+  inference engine is freed before training.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from trl import DPOTrainer
 
 from bpo.fsio import write_text
 from bpo.train.data import REFERENCE_COLUMNS, SEQUENCE_COLUMNS, TOKEN_TYPE_KEYS
+from bpo.train.distributed import GatherTrainedOutputLayer, prepare_fsdp_plugin
 from bpo.train.reference import compute_reference_logps
 from bpo.train.shared_prompt import SharedPromptForward
 
@@ -63,6 +67,9 @@ class BpoDPOTrainer(DPOTrainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        prepare_fsdp_plugin(self.accelerator, self.model)
+        if self.is_fsdp_enabled:
+            self.add_callback(GatherTrainedOutputLayer())
         self.reference_cache = reference_cache
         self.reference_seconds = 0.0
         if reference_cache is not None:
@@ -131,6 +138,11 @@ class BpoDPOTrainer(DPOTrainer):
             )
         finally:
             model.train(was_training)
+            if self._precompute_engine is not None:
+                # ZeRO-3: the inference engine's hooks on the policy's modules would stay and
+                # trip the training engine's own ("pop from an empty deque" at step 1).
+                self._precompute_engine.destroy()
+                self._precompute_engine = None
 
     def reference_logps(self, inputs: dict[str, Any], model: Any = None) -> tuple[Any, Any]:
         """TRL's reference log-probs of a batch (either layout): chosen, rejected.
@@ -207,11 +219,19 @@ class BpoDPOTrainer(DPOTrainer):
         return super().get_batch_samples(epoch_iterator, num_batches, device)
 
     def weights_digest(self) -> str:
-        """SHA-256 of the trainable weights (names and float32 values), on this process."""
+        """SHA-256 of the trainable weights (names and float32 values), on this process.
+
+        Under FSDP every process takes part (each gathers the full weights from the shards).
+        """
+        from torch.distributed.tensor import DTensor
+
         sha = hashlib.sha256()
         model = self.accelerator.unwrap_model(self.model)
         for name, parameter in sorted(model.named_parameters(), key=lambda item: item[0]):
             if parameter.requires_grad:
+                values = parameter.detach()
+                if isinstance(values, DTensor):  # FSDP2: this process's shard; gather them all
+                    values = values.full_tensor()
                 sha.update(name.encode())
-                sha.update(parameter.detach().float().cpu().numpy().tobytes())
+                sha.update(values.float().cpu().numpy().tobytes())
         return sha.hexdigest()
