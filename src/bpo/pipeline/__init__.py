@@ -23,122 +23,16 @@ uninterrupted run (``tests/crash``).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from bpo.config import Recipe, check_report_to, result_settings, save_recipe
+from bpo.config import Recipe, check_report_to, save_recipe
 from bpo.console import say
 from bpo.errors import ConfigError, ErrorPolicy
-from bpo.fsio import write_text
-from bpo.provenance import Provenance, folder_record
+from bpo.pipeline.folder import Run
 
 STAGES = ("bootstrap", "pairs", "train", "export", "eval", "report")
-
-
-# What a run writes in its folder (besides its settings record); anything else there
-# that the caller did not put there itself (`keep`) means the folder is not a run.
-RUN_ENTRIES = (
-    "config.yaml",
-    "stages",
-    "negatives",
-    "pairs.jsonl",
-    "pairs.stats.json",
-    "pairs.jsonl.settings.json",
-    "pairs.jsonl.skipped.json",
-    "train",
-    "model",
-    "eval",
-    "report.html",
-)
-
-
-class Run:
-    """A run folder and its stage markers."""
-
-    def __init__(
-        self,
-        recipe: Recipe,
-        run_dir: str | os.PathLike[str],
-        *,
-        after_eval: Callable[[Run, str], None] | None = None,
-    ) -> None:
-        self.recipe = recipe
-        self.after_eval = after_eval
-        self.dir = Path(run_dir)
-
-    def path(self, *parts: str) -> Path:
-        return self.dir.joinpath(*parts)
-
-    def marker(self, stage: str) -> Path:
-        return self.path("stages", f"{stage}.json")
-
-    def done(self, stage: str) -> bool:
-        """Whether `stage` finished (the run's settings are checked once, up front)."""
-        return self.marker(stage).exists()
-
-    def finish(self, stage: str, outputs: dict[str, Any]) -> None:
-        payload = {"stage": stage, "outputs": outputs}
-        write_text(self.marker(stage), json.dumps(payload, indent=2, default=str) + "\n")
-
-    def summary(self) -> str:
-        """The end-of-run table: training's (`bpo.train.progress.summary_table`), the model
-        and the report; empty when the run has not trained."""
-        result = self.path("train", "train_result.json")
-        if not result.exists():
-            return ""
-        from bpo.train.progress import summary_table
-
-        data = json.loads(result.read_text(encoding="utf-8"))
-        model, report = self.path("model"), self.path("report.html")
-        return summary_table(
-            self.path("train"),
-            global_step=int(data.get("global_step", 0)),
-            seconds=float(data.get("metrics", {}).get("train_runtime", 0.0)),
-            output=model if model.exists() else data.get("output", ""),
-            resumed_from=data.get("resumed_from"),
-            more=[("report", str(report))] if report.exists() else [],
-        )
-
-    def provenance(self, *, overwrite: bool = False) -> Provenance:
-        """The run's settings record: the whole recipe, less what cannot change a result."""
-        settings = result_settings(self.recipe)
-        for key in ("data.pairs", "data.image_root"):  # the run sets them to its own
-            settings.pop(key, None)
-        return Provenance(
-            stage="run",
-            record=folder_record(self.dir),
-            settings=settings,
-            outputs=[self.path(name) for name in RUN_ENTRIES],
-            subject=f"the run in {self.dir}",
-            overwrite=overwrite,
-        )
-
-    def check(self, *, keep: Sequence[str] = (), overwrite: bool = False) -> Provenance:
-        """Refuse a folder that cannot hold this run, reading only; return its record.
-
-        Refused: a folder holding something that is not a run of bpo (a `bpo
-        train` run, other files), or a run made with other settings (unless
-        `overwrite`, which then replaces it, at `Provenance.commit`). `keep`
-        names what the caller put in the folder itself (the demo's world and
-        base model).
-        """
-        provenance = self.provenance(overwrite=overwrite)
-        if provenance.recorded() is None and self.dir.is_dir():
-            foreign = sorted(
-                entry.name
-                for entry in self.dir.iterdir()
-                if entry.name not in (*RUN_ENTRIES, *keep) and not entry.name.startswith(".")
-            )
-            if foreign:
-                raise ConfigError(
-                    f"{self.dir} holds files that are not a bpo run ({', '.join(foreign[:5])}); "
-                    "give another --out"
-                )
-        provenance.check()  # another command's folder, or other settings: refused
-        return provenance
 
 
 def _say(message: str) -> None:
@@ -416,3 +310,6 @@ def _report(run: Run, progress: bool) -> None:
 
     path = write_report(run.dir)
     _say(f"report: {path}")
+
+
+__all__ = ["STAGES", "Run", "run_pipeline"]
