@@ -10,7 +10,7 @@ import pytest
 
 from bpo.config import load_recipe
 from bpo.errors import ConfigError
-from bpo.train.selection import distribution, hardest_rows, select_hardest
+from bpo.train.selection import distribution, hardest_rows, sample_keys, select_hardest
 from tests.train.conftest import RECIPES, tiny_recipe
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -84,6 +84,7 @@ def test_select_hardest_groups_by_prompt_and_image_and_divides_by_the_tokens():
         features=features,
     )
     selection = select_hardest(dataset, 1)
+    assert sample_keys(dataset, batch_size=3) == sample_keys(dataset)  # across batches
     assert [selection.pair_ids[row] for row in selection.rows] == ["cat/0", "dog/0", "cat-q/0"]
     assert selection.total == 4
     # Margin = chosen per token - rejected per token: cat/0 -1 - (-1) = 0, cat/1 -1 - (-3) = 2,

@@ -138,26 +138,38 @@ def _update(sha: Any, value: Any) -> None:
         sha.update(json.dumps(value).encode("utf-8"))
 
 
-def sample_keys(dataset: Any) -> list[str]:
-    """Each row's sample: a hash of its prompt ids and its image bytes (not decoded)."""
-    names = [name for name in IMAGE_COLUMNS if name in dataset.column_names]
-    table = dataset.select_columns(["prompt_ids", *names]).with_format("arrow")[:]
-    columns = {name: table.column(name).to_pylist() for name in ["prompt_ids", *names]}
+def sample_keys(dataset: Any, batch_size: int = 256) -> list[str]:
+    """Each row's sample: a hash of its prompt ids and its image bytes (not decoded).
+
+    Read `batch_size` rows at a time, so the images never sit in memory all at once.
+    """
+    names = ["prompt_ids", *(name for name in IMAGE_COLUMNS if name in dataset.column_names)]
     keys = []
-    for row in range(len(dataset)):
-        sha = hashlib.sha256()
-        for name in columns:
-            sha.update(name.encode("utf-8"))
-            _update(sha, columns[name][row])
-        keys.append(sha.hexdigest())
+    for batch in dataset.select_columns(names).with_format("arrow").iter(batch_size):
+        columns = [batch.column(name).to_pylist() for name in names]
+        for cells in zip(*columns, strict=True):
+            sha = hashlib.sha256()
+            for name, cell in zip(names, cells, strict=True):
+                sha.update(name.encode("utf-8"))
+                _update(sha, cell)
+            keys.append(sha.hexdigest())
     return keys
+
+
+def _lengths(dataset: Any, name: str) -> list[int]:
+    """The lengths of a list column, from Arrow (the lists are not turned into Python)."""
+    import pyarrow.compute as pc
+
+    table = dataset.select_columns([name]).with_format("arrow")[:]
+    return [int(n) for n in pc.list_value_length(table.column(name)).to_pylist()]
 
 
 def select_hardest(dataset: Any, k: int) -> Selection:
     """`hardest_rows` of a dataset holding the reference columns (`bpo.train.reference`)."""
     chosen_sums, rejected_sums = (dataset[name] for name in REFERENCE_COLUMNS)
-    chosen_lengths = [len(ids) for ids in dataset["chosen_ids"]]
-    rejected_lengths = [len(ids) for ids in dataset["rejected_ids"]]
+    chosen_lengths, rejected_lengths = (
+        _lengths(dataset, name) for name in ("chosen_ids", "rejected_ids")
+    )
     # A response cut to nothing has no token: its per-token log-prob is 0 (no evidence).
     chosen = [s / n if n else 0.0 for s, n in zip(chosen_sums, chosen_lengths, strict=True)]
     rejected = [s / n if n else 0.0 for s, n in zip(rejected_sums, rejected_lengths, strict=True)]
