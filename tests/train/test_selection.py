@@ -119,16 +119,21 @@ def _expected_kept(pair_rows, dataset_by_id, reference) -> list[str]:
     return kept
 
 
-def test_hardest_k1_trains_on_the_hardest_pair_of_each_sample(
-    tiny_llava_path, pair_data, train_cache, tmp_path
-):
+HARDEST = ("train.select=hardest", "train.select_k=1", "train.max_steps=-1")
+
+
+@pytest.fixture(scope="module")
+def hardest_run(tiny_llava_path, pair_data, train_cache, tmp_path_factory):
+    """recipes/tiny.yaml for one epoch of the hardest pair of each sample."""
     from bpo.train.runner import train
 
-    recipe = tiny_recipe(
-        tiny_llava_path, pair_data, tmp_path / "run", train_cache,
-        "train.select=hardest", "train.select_k=1", "train.max_steps=-1",
-    )  # fmt: skip
-    result = train(recipe)
+    out = tmp_path_factory.mktemp("hardest-run")
+    return train(tiny_recipe(tiny_llava_path, pair_data, out, train_cache, *HARDEST))
+
+
+def test_hardest_k1_trains_on_the_hardest_pair_of_each_sample(hardest_run, pair_data):
+    result = hardest_run
+    recipe = load_recipe(result.run_dir / "config.yaml")
     record = json.loads((result.run_dir / "reference_margins.json").read_text())
     # 8 pairs on 5 samples: 4 photos, the coffee photo under two prompts.
     assert record["pairs"] == 8 and record["kept"] == 5
@@ -176,3 +181,18 @@ def test_select_all_is_the_default_run(tiny_llava_path, pair_data, train_cache, 
         assert run.selection is None and not (run.run_dir / "reference_margins.json").exists()
         assert "selection" not in json.loads((run.run_dir / "train_result.json").read_text())
         assert "pairs" not in run.summary()
+
+
+def test_a_resumed_hardest_run_ends_with_the_uninterrupted_weights(
+    hardest_run, tiny_llava_path, pair_data, train_cache, tmp_path
+):
+    from bpo.train.runner import train
+    from tests.train.test_train import InterruptAfterLogging, Interrupted
+
+    recipe = tiny_recipe(tiny_llava_path, pair_data, tmp_path / "run", train_cache, *HARDEST)
+    with pytest.raises(Interrupted):
+        train(recipe, callbacks=[InterruptAfterLogging(3)])  # checkpoint-2 saved, step 3 lost
+    resumed = train(recipe, resume=True)
+    assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-2")
+    assert resumed.global_step == 3 and resumed.selection == hardest_run.selection
+    assert resumed.weights_digests == hardest_run.weights_digests
