@@ -196,3 +196,18 @@ def test_a_resumed_hardest_run_ends_with_the_uninterrupted_weights(
     assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-2")
     assert resumed.global_step == 3 and resumed.selection == hardest_run.selection
     assert resumed.weights_digests == hardest_run.weights_digests
+
+
+def test_two_processes_keep_the_same_pairs(hardest_run, tiny_llava_path, pair_data, tmp_path):
+    """Under `accelerate launch` (2 CPU processes), each process selects on its own."""
+    from tests.train.conftest import accelerate_launch
+
+    done = accelerate_launch("ddp", tiny_llava_path, pair_data, tmp_path / "run", *HARDEST)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("kept 5 of 8 pairs") == 1  # said by the main process
+    result = json.loads((tmp_path / "run" / "train_result.json").read_text())
+    # 5 pairs, 2 per process and step: one epoch is 2 steps, the same weights on both.
+    assert result["global_step"] == 2 and result["ranks_agree"]
+    record = json.loads((tmp_path / "run" / "reference_margins.json").read_text())
+    kept = json.loads((hardest_run.run_dir / "reference_margins.json").read_text())["kept_ids"]
+    assert record["kept_ids"] == kept
