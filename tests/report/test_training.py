@@ -92,3 +92,26 @@ def test_metrics_without_log_probs_leave_them_out(tiny_run: Path, tmp_path: Path
     panels = training_panels({"train": read_curves(run / "train/metrics.jsonl", ErrorPolicy())})
     assert list(panels) == ["loss"]
     assert "log-prob" not in render_training([run / "train/metrics.jsonl"], run, ErrorPolicy())
+
+
+def test_a_run_on_the_hardest_pairs_shows_the_pairs_kept_and_the_margins(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    from bpo.train.selection import Selection
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "train", run / "train")
+    metrics = [run / "train/metrics.jsonl"]
+    assert "pairs kept" not in render_training(metrics, run, ErrorPolicy())
+    selection = Selection(
+        rows=[0, 2], pair_ids=["a/0", "a/1", "b/0"], total=3, margins=[1.0, -1.0, 3.0], k=1
+    )
+    (run / "train/reference_margins.json").write_text(json.dumps(selection.margins_record()))
+    html = render_training(metrics, run, ErrorPolicy())
+    rows = find_table(parse_report(html), "run", "pairs kept")
+    # All: -1, 1, 3 (10th percentile -0.6, median 1, 90th 2.6); kept: 1, 3.
+    assert rows[1:] == [["train", "2 of 3 (k=1)", "-0.6 / 1 / 2.6", "1.2 / 2 / 2.8"]]
+    (run / "train/reference_margins.json").write_text("{")
+    policy = ErrorPolicy("skip")
+    assert "pairs kept" not in render_training(metrics, run, policy)
+    assert policy.total == 1

@@ -48,6 +48,18 @@ def test_train_resume_refuses_another_recipe_before_touching_anything(
     assert "learning_rate: 0.001" in (run / "config.yaml").read_text()
 
 
+def test_train_resume_refuses_another_pair_selection(
+    trained: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    run = tmp_path / "run"
+    with monkeypatch.context() as trap:
+        no_model_loads(trap)
+        message = refused([*trained, "train.select=hardest", "--resume"], run, capsys)
+        assert "train.select all → hardest" in message
+        message = refused([*trained, "train.select_k=2", "--resume"], run, capsys)
+        assert "train.select_k 1 → 2" in message
+
+
 def test_bpo_run_refuses_a_folder_holding_a_train_run(
     trained: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:

@@ -46,6 +46,7 @@ def check_recipe(
         "train.logging_steps": train.logging_steps,
         "train.save_steps": train.save_steps,
         "train.reference_batch_size": train.reference_batch_size,
+        "train.select_k": train.select_k,
         "train.save_total_limit": train.save_total_limit,
         "lora.r": lora.r,
         "lora.alpha": lora.alpha,
@@ -86,6 +87,12 @@ def check_recipe(
     for name, ratio in recipe.pairs.mix.items():
         if ratio < 0:
             raise refuse("pairs.mix", f"ratio of {name!r} must be >= 0, got {ratio}")
+    if train.select == "hardest" and not train.precompute_reference:
+        raise refuse(
+            "train.select",
+            "hardest ranks pairs by the cached reference log-probs: it needs "
+            "train.precompute_reference: true",
+        )
     if train.bf16 and train.fp16:
         raise refuse("train.fp16", "and train.bf16 cannot both be true")
     check_report_to(train.report_to, source=origins.get("train.report_to", source))

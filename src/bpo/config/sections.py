@@ -239,6 +239,16 @@ class TrainConfig:
             "eager attention; others fall back to TRL's layout and say why in one line."
         ),
     )
+    select: str = field(
+        default="all",
+        metadata=doc(
+            "Pairs trained on: all, or per sample (same prompt and image) the select_k whose "
+            "rejected response has the highest reference log-prob per token (hardest; needs "
+            "precompute_reference). Writes reference_margins.json to the run folder.",
+            choices=("all", "hardest"),
+        ),
+    )
+    select_k: int = field(default=1, metadata=doc("select hardest: pairs kept per sample."))
     reference_batch_size: int | None = field(
         default=None,
         metadata=doc(

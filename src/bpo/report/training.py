@@ -9,10 +9,15 @@ The chosen and rejected log-probs share a panel because their joint movement is
 DPO's main diagnostic: the margin can grow while both fall, the chosen (gold)
 answers losing likelihood too ("likelihood displacement", Razin et al., ICLR
 2025), which the reward margin alone does not show.
+
+A run trained with ``train.select: hardest`` has ``reference_margins.json`` beside its
+metrics (`bpo.train.selection`): the pairs kept, and the reference margins of all pairs
+and of the kept ones, shown in one table.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,7 +87,44 @@ def render_training(files: Sequence[Path], root: Path, policy: ErrorPolicy) -> s
                 (_, first), (last_step, last) = curves[name][0], curves[name][-1]
                 rows.append([label, name, f"{first:.4g}", f"{last:.4g}", f"{last_step:g}"])
     parts.append(table(["run", "metric", "first", "last", "last step"], rows))
+    parts.append(_selection_table(files, root, policy))
     return "".join(parts)
+
+
+def _selection_table(files: Sequence[Path], root: Path, policy: ErrorPolicy) -> str:
+    """The pairs kept and the reference margins of each run trained on the hardest pairs."""
+    rows = []
+    for path in files:
+        margins_file = path.parent / "reference_margins.json"
+        if not margins_file.exists():
+            continue
+        try:
+            record = json.loads(margins_file.read_text(encoding="utf-8"))
+            counts = f"{record['kept']} of {record['pairs']} (k={record['select_k']})"
+            spreads = [_spread(record["margins"][name]) for name in ("all", "kept")]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            policy.handle(
+                RecordError(f"not a reference margins record ({error})", path=margins_file)
+            )
+            continue
+        rows.append([_label(path, root), counts, *spreads])
+    if not rows:
+        return ""
+    return table(
+        ["run", "pairs kept", "margin, all pairs", "margin, kept pairs"],
+        rows,
+        caption="train.select: hardest. Reference log-prob per token, chosen minus rejected: "
+        "10th percentile / median / 90th percentile.",
+    )
+
+
+def _spread(summary: dict[str, object]) -> str:
+    quantiles = summary["quantiles"]
+    if not isinstance(quantiles, dict):
+        raise TypeError("its quantiles are not an object")
+    if not quantiles:
+        return "-"
+    return " / ".join(f"{float(quantiles[q]):.3g}" for q in ("0.1", "0.5", "0.9"))
 
 
 def training_panels(runs: dict[str, dict[str, Points]]) -> dict[str, dict[str, Points]]:

@@ -20,6 +20,7 @@ CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
 RESULT_NAME = "train_result.json"
 CHECKPOINTS = "checkpoints"
+MARGINS_NAME = "reference_margins.json"
 
 
 def _checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
@@ -97,6 +98,7 @@ def train_provenance(recipe: Recipe, *, overwrite: bool = False) -> Provenance:
             run_dir / "model",
             run_dir / METRICS_NAME,
             run_dir / RESULT_NAME,
+            run_dir / MARGINS_NAME,  # train.select: hardest
             run_dir / "skipped.json",
             run_dir / "tensorboard",  # train.report_to: [tensorboard]
         ],

@@ -11,6 +11,7 @@ A run folder (``train.output_dir``) holds::
     adapter/ | model/    the final LoRA adapter (or full weights) with the processor
     metrics.jsonl        one line per logging step (see `MetricsLogger`)
     train_result.json    steps, runtime, data counts, reference cache, weight digests
+    reference_margins.json  with train.select: hardest, the pairs kept and the margins
     cache/               tokenized pairs and reference log-probs (unless data.cache_dir)
 
 Killed at any point (``kill -9`` included), a run continues with ``--resume`` to
@@ -69,6 +70,8 @@ class TrainResult:
         reference: the reference cache folder and the seconds it took (0 when reused).
         weights_digests: one hash of the trainable weights per process.
         metrics: the trainer's end-of-training summary (runtime, mean loss ...).
+        selection: with ``train.select: hardest``, the pairs kept of how many
+            (`bpo.train.selection.Selection.counts`); None trains on every pair.
     """
 
     run_dir: Path
@@ -79,6 +82,7 @@ class TrainResult:
     reference: dict[str, Any] | None
     weights_digests: list[str]
     metrics: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] | None = None
 
     def summary(self) -> str:
         """The end-of-run table (`bpo.train.progress.summary_table`)."""
@@ -90,13 +94,23 @@ class TrainResult:
             seconds=float(self.metrics.get("train_runtime", 0.0)),
             output=self.output,
             resumed_from=self.resumed_from,
+            more=[("pairs", _selection_row(self.selection))] if self.selection else [],
         )
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["run_dir"], data["output"] = str(self.run_dir), str(self.output)
         data["ranks_agree"] = len(set(self.weights_digests)) <= 1
+        if self.selection is None:  # train.select: all writes the file it always wrote
+            del data["selection"]
         return data
+
+
+def _selection_row(selection: dict[str, Any]) -> str:
+    return (
+        f"{selection['kept']} of {selection['pairs']} "
+        f"({selection['select']}, k={selection['select_k']})"
+    )
 
 
 def _say(message: str) -> None:
@@ -287,6 +301,10 @@ def train(
             "seconds": trainer.reference_seconds,
         }
 
+    selection = None
+    if recipe.train.select == "hardest":
+        selection = _select_hardest(trainer, recipe, run_dir)
+
     checkpoint = last_checkpoint(run_dir) if resume else None
     if resume and args.process_index == 0:
         for path in discard_incomplete_checkpoints(run_dir):
@@ -310,12 +328,26 @@ def train(
         reference=reference,
         weights_digests=list(digests),
         metrics=dict(output.metrics),
+        selection=selection,
     )
     if len(set(digests)) > 1 and not trainer.is_deepspeed_enabled:
         _say("bpo train: warning: the processes finished with different weights")
     if args.process_index == 0:
         write_text(run_dir / RESULT_NAME, json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def _select_hardest(trainer: Any, recipe: Recipe, run_dir: Path) -> dict[str, Any]:
+    """Train on the hardest pairs of each sample only (`bpo.train.selection`), after the
+    reference pass; the main process writes the margins to the run folder."""
+    from bpo.train.selection import select_hardest, write_margins
+
+    selection = select_hardest(trainer.train_dataset, recipe.train.select_k)
+    trainer.train_dataset = trainer.train_dataset.select(selection.rows)
+    if trainer.accelerator.is_main_process:
+        write_margins(selection, run_dir)
+    _say(f"bpo train: {selection.summary()}")
+    return selection.counts()
 
 
 def save_final(trainer: Any, final: Path) -> None:
