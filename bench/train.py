@@ -88,9 +88,17 @@ ARCH_SIZES: dict[str, dict[str, int]] = {
 }
 RUNS = ("trl", "bpo", "bpo-trl-layout", "bpo-no-ckpt")
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0}
+
 LEARNING_RATE = 1e-4
 SEED = 0
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "horse", "cat")
+
+
+def lora_at(r: int) -> dict[str, Any]:
+    """`LORA` at rank `r` (bench/gpu.py's --lora-r), alpha scaled with it (alpha / r kept)."""
+    return {**LORA, "r": r, "alpha": LORA["alpha"] * r // LORA["r"]}
+
+
 TARGET_RATIO, AIM_RATIO = 0.7, 0.5
 
 # Detail answers of a few dozen words, as in LLaVA-style preference data.
@@ -159,6 +167,7 @@ def worker_bpo(
     from bpo.train.runner import train
 
     out = Path(args.work) / args.worker
+    lora = lora_at(args.lora_r)
     recipe = load_recipe(
         None,
         [
@@ -166,9 +175,9 @@ def worker_bpo(
             f"data.pairs={args.pairs}",
             f"data.image_root={args.image_root}",
             "data.max_length=1024",  # TRL's default
-            f"lora.r={args.lora_r}",
-            f"lora.alpha={2 * args.lora_r}",  # LORA's alpha / r
-            f"lora.dropout={LORA['dropout']}",
+            f"lora.r={lora['r']}",
+            f"lora.alpha={lora['alpha']}",
+            f"lora.dropout={lora['dropout']}",
             f"train.output_dir={out}",
             f"train.learning_rate={LEARNING_RATE}",
             "train.lr_scheduler_type=constant",
@@ -248,10 +257,11 @@ def worker_trl(args: argparse.Namespace) -> dict[str, Any]:
         use_cpu=not args.cuda,
         bf16=args.cuda,  # TRL's default (bf16) needs a GPU
     )
+    lora = lora_at(args.lora_r)
     peft_config = LoraConfig(
-        r=args.lora_r,
-        lora_alpha=2 * args.lora_r,
-        lora_dropout=LORA["dropout"],
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
         target_modules=lora_target_pattern(model, None),  # the same layers as bpo's
     )
     trainer = DPOTrainer(
@@ -391,7 +401,7 @@ def main() -> int:
         "settings": {
             "arch": args.arch,
             "model": sizes,
-            "lora": LORA,
+            "lora": lora_at(args.lora_r),
             "steps": args.steps,
             "warmup": args.warmup,
             "batch": args.batch,
