@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpo.data.records import check_json_value
 from bpo.errors import ConfigError, ErrorPolicy, RecordError
-from bpo.eval.chair import coco_image_id, load_coco_objects
+from bpo.eval.coco import coco_image_id, load_coco_objects
 from bpo.eval.items import EvalItem, located, read_json_records, user_prompt
 from bpo.eval.judge import JudgeCache, run_judge
 from bpo.lexicon import ObjectLexicon, pluralize
