@@ -105,6 +105,26 @@ def test_each_filter_reason_is_counted_once(tmp_path):
     assert sum(stats.kept.values()) == 2 and sum(stats.negatives.values()) == 7
 
 
+def test_an_image_weakening_pair_carries_the_distortion_of_its_negative(tmp_path):
+    from bpo.data.records import Pair
+    from bpo.distort import describe
+
+    distortion = describe("diffusion", {"step": 700}, 11)
+    weakened = {**negative("s1", "A cat on a chair."), "params": {"distortion": distortion}}
+    injected = negative("s1", "A dog on a blue sofa.", strategy="llm-injection")
+    build_pairs(
+        write_jsonl(tmp_path / "samples.jsonl", [sample("s1")]),
+        [write_jsonl(tmp_path / "negatives.jsonl", [weakened, injected])],
+        tmp_path / "pairs.jsonl",
+    )
+    by_strategy = {pair["strategy"]: pair for pair in read_jsonl(tmp_path / "pairs.jsonl")}
+    assert by_strategy["image-weakening"]["weakening"] == distortion
+    assert "weakening" not in by_strategy["llm-injection"]  # records without one are unchanged
+    bad = {**by_strategy["image-weakening"], "weakening": {"kind": "diffusion", "seed": "11"}}
+    with pytest.raises(RecordError, match="field 'weakening' must be null or an object"):
+        Pair.from_dict(bad)
+
+
 def test_a_pair_is_counted_under_the_first_reason_in_the_documented_order():
     pair_filter = PairFilter(max_words=3)
     from bpo.data.records import Pair

@@ -23,7 +23,9 @@ def test_trl_export_loads_back_with_pil_images_of_the_right_size(trl_dataset, im
     result, folder, _ = trl_dataset
     assert result.rows == result.pairs == 5 and not result.left_out
     dataset = datasets.load_from_disk(str(folder))
-    assert dataset.column_names == ["id", "images", "prompt", "chosen", "rejected", "strategy"]
+    assert dataset.column_names == [
+        "id", "images", "prompt", "chosen", "rejected", "strategy", "weakening",
+    ]  # fmt: skip
     assert isinstance(dataset.features["images"].feature, datasets.Image)
     pairs = make_pairs()
     for row, pair in zip(dataset, pairs, strict=True):

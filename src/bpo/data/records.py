@@ -201,7 +201,13 @@ class Negative:
 
 @dataclass
 class Pair:
-    """A preference pair: chosen = gold, rejected = bootstrapped."""
+    """A preference pair: chosen = gold, rejected = bootstrapped.
+
+    `weakening` is the distortion that weakened the image the rejected answer was
+    generated on (``{"kind", "params", "seed"}``, as `bpo.distort.describe` gives it),
+    for image-weakening negatives; `bpo train`'s image-conditional term rebuilds the
+    weakened image from it. Left out of the record when None.
+    """
 
     id: str
     image: str | None
@@ -209,6 +215,7 @@ class Pair:
     chosen: str
     rejected: str
     strategy: str
+    weakening: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Pair:
@@ -223,9 +230,32 @@ class Pair:
                 chosen=_require_str(data, "chosen"),
                 rejected=_require_str(data, "rejected", allow_empty=True),
                 strategy=_require_str(data, "strategy"),
+                weakening=_optional_weakening(data),
             )
         except RecordError as error:
             raise RecordError(error.reason, record_id=record_id, kind=error.kind) from None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        if record["weakening"] is None:
+            del record["weakening"]
+        return record
+
+
+def _optional_weakening(data: dict[str, Any]) -> dict[str, Any] | None:
+    """A pair's ``weakening``: None, or a distortion's kind, parameters and seed."""
+    value = data.get("weakening")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("kind"), str)
+        or not isinstance(value.get("params", {}), dict)
+        or isinstance(value.get("seed"), bool)
+        or not isinstance(value.get("seed"), int)
+    ):
+        raise RecordError(
+            "field 'weakening' must be null or an object with a string 'kind', an object "
+            f"'params' and an integer 'seed', got {json.dumps(value)[:200]}"
+        )
+    return value

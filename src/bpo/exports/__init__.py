@@ -5,7 +5,8 @@
   take): ``images`` (a list of one image, the `datasets.Image` feature),
   ``prompt`` (messages with content lists, an ``{"type": "image"}`` part opening
   the first user message), ``chosen`` and ``rejected`` (one assistant message
-  each), plus ``id`` and ``strategy``. Saved with ``save_to_disk`` as
+  each), plus ``id``, ``strategy`` and ``weakening`` (the pair's distortion as JSON
+  text, or None). Saved with ``save_to_disk`` as
   ``<name>_trl/`` and as ``<name>_trl.parquet``.
 - ``bpo``: the BPO release format (github.com/pipilurj/bootstrapped-preference-optimization-BPO,
   ``data_generation/README.md``): a JSON array of ``{"prompt", "image",

@@ -6,6 +6,7 @@ The format is described in `bpo.exports`; it is saved with ``save_to_disk`` and 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ def trl_features() -> Any:
             "chosen": List(message),
             "rejected": List(message),
             "strategy": Value("string"),
+            "weakening": Value("string"),
         }
     )
 
@@ -79,6 +81,9 @@ def trl_row(pair: Pair, image: bytes | None) -> dict[str, Any]:
         "chosen": [_text_message("assistant", pair.chosen)],
         "rejected": [_text_message("assistant", pair.rejected)],
         "strategy": pair.strategy,
+        # JSON text (None if the image was not weakened): one Arrow type whatever the
+        # distortion's parameters are.
+        "weakening": json.dumps(pair.weakening, sort_keys=True) if pair.weakening else None,
     }
 
 

@@ -91,6 +91,13 @@ def index_samples(
     return samples
 
 
+def weakening_of(negative: Negative) -> dict[str, Any] | None:
+    """The distortion of the image a negative was generated on (image-weakening's
+    ``params["distortion"]``), which the pair carries for the image-conditional term."""
+    distortion = negative.params.get("distortion")
+    return distortion if isinstance(distortion, dict) and "kind" in distortion else None
+
+
 def assemble_pairs(
     samples_path: str | os.PathLike[str],
     negatives_paths: Sequence[str | os.PathLike[str]],
@@ -164,6 +171,7 @@ def assemble_pairs(
             chosen=sample.response.strip(),
             rejected=negative.text.strip(),
             strategy=negative.strategy,
+            weakening=weakening_of(negative),
         )
         stats.negatives[pair.strategy] += 1
         reason = pair_filter.reason(pair, sample.id)

@@ -40,6 +40,7 @@ from bpo.provenance import file_digest
 
 # Re-exported: callers import the collator and these names from here.
 from bpo.train.collator import REFERENCE_COLUMNS as REFERENCE_COLUMNS
+from bpo.train.collator import WEAKENED_REFERENCE_COLUMN as WEAKENED_REFERENCE_COLUMN
 from bpo.train.collator import PreferenceCollator as PreferenceCollator
 from bpo.train.collator import example_images as example_images
 
@@ -47,6 +48,9 @@ from bpo.train.collator import example_images as example_images
 # 2: the rendered prompt is stored (the collator has the processor make the image and
 # per-token inputs from it); PaliGemma's responses are its processor's suffix.
 TOKENIZATION_VERSION = 2
+# Bump when the TRL export of a pairs file gains or changes a column, so a cached export of
+# the same file is made again. 2: the pairs' ``weakening`` column.
+EXPORT_VERSION = 2
 # The columns of a tokenized pair the collator reads (BpoDPOTrainer keeps them).
 SEQUENCE_COLUMNS = ("prompt_text", "prompt_ids", "chosen_ids", "rejected_ids")
 TOKEN_TYPE_KEYS = processing.TOKEN_TYPE_KEYS
@@ -141,7 +145,7 @@ def load_source(recipe: Recipe, policy: ErrorPolicy) -> tuple[Any, str, dict[str
     root_key = str(Path(image_root).resolve()) if image_root else None
     # Keyed by content (not by datasets' fingerprint, which depends on the cache folder), so
     # the tokens and reference log-probs keyed on it carry over between cache folders.
-    content = digest(file_digest(path), root_key)
+    content = digest(file_digest(path), root_key, EXPORT_VERSION)
     folder = cache_dir(recipe) / f"pairs-{content}"
     target, summary = folder / "pairs_trl", folder / "export.json"
     if not (target.exists() and summary.exists()):
