@@ -69,6 +69,8 @@ def check_recipe(
         "train.warmup_ratio": (train.warmup_ratio, 0, 1, True),
         "train.weight_decay": (train.weight_decay, 0, float("inf"), True),
         "train.rpo_alpha": (train.rpo_alpha, 0, float("inf"), True),
+        "train.image_conditional_weight": (train.image_conditional_weight, 0, float("inf"), True),
+        "train.anchor_weight": (train.anchor_weight, 0, float("inf"), True),
         "bootstrap.temperature": (boot.temperature, 0, float("inf"), True),
         "bootstrap.top_p": (boot.top_p, 0, 1, True),
         "pairs.max_similarity": (recipe.pairs.max_similarity, 0, 1, True),
@@ -92,6 +94,12 @@ def check_recipe(
             "train.select",
             "hardest ranks pairs by the cached reference log-probs: it needs "
             "train.precompute_reference: true",
+        )
+    if (train.image_conditional_weight or train.anchor_weight) and train.trl.get("ld_alpha"):
+        raise refuse(
+            "train.image_conditional_weight",
+            "and train.anchor_weight read the summed log-probs of the chosen answer: they do "
+            "not combine with train.trl.ld_alpha",
         )
     if train.bf16 and train.fp16:
         raise refuse("train.fp16", "and train.bf16 cannot both be true")

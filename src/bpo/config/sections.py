@@ -249,6 +249,25 @@ class TrainConfig:
         ),
     )
     select_k: int = field(default=1, metadata=doc("select hardest: pairs kept per sample."))
+    image_conditional_weight: float = field(
+        default=0.0,
+        metadata=doc(
+            "Weight of mDPO's image-conditional term (Wang et al. 2024) for the pairs whose "
+            "rejected answer came from a weakened image: the gold answer is preferred given the "
+            "real image over given the weakened one (rebuilt from the pair's weakening). 0: the "
+            "paper's BPO loss."
+        ),
+    )
+    anchor_weight: float = field(
+        default=0.0,
+        metadata=doc(
+            "Weight of mDPO's anchor, -log sigmoid(beta x (chosen log-ratio) - anchor_delta) on "
+            "every pair: it keeps the gold answer's reward above anchor_delta. 0: no anchor."
+        ),
+    )
+    anchor_delta: float = field(
+        default=0.0, metadata=doc("The anchor's threshold delta on the chosen reward (mDPO: 0).")
+    )
     reference_batch_size: int | None = field(
         default=None,
         metadata=doc(

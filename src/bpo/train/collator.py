@@ -18,6 +18,7 @@ it expands are added tokens, matched without BPE.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,10 @@ from bpo import processing
 from bpo.errors import BpoError
 
 REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+# The reference log-prob of the chosen response on the weakened image (image-conditional term).
+WEAKENED_REFERENCE_COLUMN = "ref_chosen_weakened_logps"
+# The batch key of the chosen sequences on the weakened images, and its flags' key.
+WEAKENED, IS_WEAKENED = "weakened", "is_weakened"
 
 
 def example_images(example: dict[str, Any]) -> list[Any]:
@@ -78,6 +83,71 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([row + [value] * (width - len(row)) for row in rows], dtype=torch.long)
 
 
+def plain_layout(
+    processor: Any,
+    pad_token_id: int,
+    prompts: list[list[int]],
+    responses: list[list[int]],
+    outputs: Any,
+    *,
+    with_inputs: bool = True,
+) -> dict[str, torch.Tensor]:
+    """TRL's layout: sequence i is ``prompts[i % B] + responses[i]``, right-padded.
+
+    Args:
+        processor: the checkpoint's processor.
+        pad_token_id: the id padding the sequences.
+        prompts: the B cached prompt ids.
+        responses: B responses per copy of the prompts (chosen then rejected: 2B).
+        outputs: the processor's outputs for the B prompts and their images.
+        with_inputs: add the per-token outputs (extended over each response) and the image
+            inputs (repeated for each copy); False gives the ids and masks alone.
+    """
+    copies = len(responses) // len(prompts)
+    prompts_all = prompts * copies
+    sequences = [p + r for p, r in zip(prompts_all, responses, strict=True)]
+    width = max(len(sequence) for sequence in sequences)
+    batch: dict[str, torch.Tensor] = {
+        "input_ids": _pad(sequences, pad_token_id),
+        "attention_mask": _pad([[1] * len(s) for s in sequences], 0),
+        "completion_mask": _pad(
+            [[0] * len(p) + [1] * len(r) for p, r in zip(prompts_all, responses, strict=True)], 0
+        ),
+    }
+    if not with_inputs:
+        return batch
+    per_token, image_inputs = processing.split_outputs(outputs, outputs["input_ids"])
+    for key, value in per_token.items():
+        rows = [value[index, : len(prompt)] for index, prompt in enumerate(prompts)] * copies
+        extended = [
+            processing.extend_per_token(processor, key, row, len(response))
+            for row, response in zip(rows, responses, strict=True)
+        ]
+        batch[key] = _stack(extended, width, processing.padding_value(processor, key))
+    for key, value in image_inputs.items():
+        # TRL's collator passes every prompt and image once per response.
+        batch[key] = torch.cat([value] * copies)
+    return batch
+
+
+def weakened_images(example: dict[str, Any]) -> tuple[list[Any], bool]:
+    """The images of a row as its rejected answer saw them, and whether they were weakened.
+
+    Rebuilt from the pair's ``weakening`` (distortion, parameters, seed; see
+    `bpo.data.records.Pair`): `bpo.distort` is a pure function of them, so the same
+    bytes as at bootstrap, and no image file is stored. A row without one keeps its images.
+    """
+    from bpo.distort import distort
+
+    images = example_images(example)
+    weakening = example.get("weakening")
+    if not weakening or not images:
+        return images, False
+    spec = json.loads(weakening)
+    kind, seed, params = spec["kind"], spec["seed"], spec.get("params", {})
+    return [distort(image, kind, seed=seed, **params) for image in images], True
+
+
 @dataclass
 class PreferenceCollator:
     """Pads tokenized pairs into TRL's DPO batch: chosen sequences, then rejected ones.
@@ -88,61 +158,78 @@ class PreferenceCollator:
     extended over each response), and the reference log-probs when the rows hold them.
     With `share_prompt`, it adds the packed layout of `bpo.train.shared_prompt`
     (``packed_*`` keys; images once per pair), which `BpoDPOTrainer` runs instead of
-    TRL's layout.
+    TRL's layout. With `image_conditional`, ``batch["weakened"]`` holds the chosen
+    sequences on the weakened images (`weakened_images`) in TRL's layout, whatever the
+    main layout, and ``is_weakened`` (1.0 for the pairs whose image was weakened).
     """
 
     processor: Any
     pad_token_id: int
     share_prompt: bool = False
+    image_conditional: bool = False
 
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        from bpo.train.shared_prompt import pack_pairs, pack_token_types
-
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         prompts = [list(example["prompt_ids"]) for example in examples]
         chosens = [list(example["chosen_ids"]) for example in examples]
         rejecteds = [list(example["rejected_ids"]) for example in examples]
-        responses = chosens + rejecteds
-        prompts2 = prompts + prompts
-        sequences = [p + r for p, r in zip(prompts2, responses, strict=True)]
-        width = max(len(sequence) for sequence in sequences)
-        batch: dict[str, torch.Tensor] = {
-            "input_ids": _pad(sequences, self.pad_token_id),
-            "attention_mask": _pad([[1] * len(s) for s in sequences], 0),
-            "completion_mask": _pad(
-                [[0] * len(p) + [1] * len(r) for p, r in zip(prompts2, responses, strict=True)], 0
-            ),
-        }
         outputs = prompt_outputs(self.processor, examples)
-        per_token, image_inputs = processing.split_outputs(outputs, outputs["input_ids"])
+        batch: dict[str, Any] = plain_layout(
+            self.processor,
+            self.pad_token_id,
+            prompts,
+            chosens + rejecteds,
+            outputs,
+            with_inputs=not self.share_prompt,
+        )
         if self.share_prompt:
-            batch.update(pack_pairs(prompts, chosens, rejecteds, self.pad_token_id, width))
-        for key, value in per_token.items():
-            rows = [value[index, : len(prompt)] for index, prompt in enumerate(prompts)]
-            if self.share_prompt:
-                if key == "attention_mask":
-                    continue  # the packed layout builds its own 4D mask
-                if key in processing.TOKEN_TYPE_KEYS and processing.appended_token_type(
-                    self.processor
-                ):
-                    # PaliGemma: its types mark the prefix, which in the packed layout is
-                    # the prompt segment by construction (bpo.train.shared_prompt.forward).
-                    continue
-                if key not in processing.TOKEN_TYPE_KEYS:
-                    raise BpoError(f"the shared-prompt layout does not carry {key!r} yet")
-                total = batch["packed_input_ids"].size(1)
-                types = [row.tolist() for row in rows]
-                batch[f"packed_{key}"] = pack_token_types(types, batch["packed_lengths"], total)
-                continue
-            extended = [
-                processing.extend_per_token(self.processor, key, row, len(response))
-                for row, response in zip(rows + rows, responses, strict=True)
-            ]
-            batch[key] = _stack(extended, width, processing.padding_value(self.processor, key))
-        for key, value in image_inputs.items():
-            # Rows in sample (or image) order: TRL's layout repeats them for the rejected
-            # half, as its collator does by passing every prompt and image twice.
-            batch[key] = value if self.share_prompt else torch.cat([value, value])
+            batch.update(self._packed(outputs, prompts, chosens, rejecteds, batch))
+        if self.image_conditional:
+            batch[WEAKENED] = self._weakened(examples, prompts, chosens)
         if REFERENCE_COLUMNS[0] in examples[0]:
-            for key in REFERENCE_COLUMNS:
-                batch[key] = torch.tensor([example[key] for example in examples])
+            for key in (*REFERENCE_COLUMNS, WEAKENED_REFERENCE_COLUMN):
+                if key in examples[0]:
+                    batch[key] = torch.tensor([example[key] for example in examples])
+        return batch
+
+    def _packed(
+        self,
+        outputs: Any,
+        prompts: list[list[int]],
+        chosens: list[list[int]],
+        rejecteds: list[list[int]],
+        plain: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """The ``packed_*`` keys of `bpo.train.shared_prompt` and the images, once per pair."""
+        from bpo.train.shared_prompt import pack_pairs, pack_token_types
+
+        width = plain["input_ids"].size(1)
+        batch = pack_pairs(prompts, chosens, rejecteds, self.pad_token_id, width)
+        per_token, image_inputs = processing.split_outputs(outputs, outputs["input_ids"])
+        for key, value in per_token.items():
+            if key == "attention_mask":
+                continue  # the packed layout builds its own 4D mask
+            if key in processing.TOKEN_TYPE_KEYS and processing.appended_token_type(self.processor):
+                # PaliGemma: its types mark the prefix, which in the packed layout is
+                # the prompt segment by construction (bpo.train.shared_prompt.forward).
+                continue
+            if key not in processing.TOKEN_TYPE_KEYS:
+                raise BpoError(f"the shared-prompt layout does not carry {key!r} yet")
+            total = batch["packed_input_ids"].size(1)
+            types = [value[index, : len(prompt)].tolist() for index, prompt in enumerate(prompts)]
+            batch[f"packed_{key}"] = pack_token_types(types, batch["packed_lengths"], total)
+        batch.update(image_inputs)  # in sample (or image) order, once per pair
+        return batch
+
+    def _weakened(
+        self, examples: list[dict[str, Any]], prompts: list[list[int]], chosens: list[list[int]]
+    ) -> dict[str, torch.Tensor]:
+        """The chosen sequences on the weakened images, in TRL's layout, and the flags."""
+        rows, flags = [], []
+        for example in examples:
+            images, weakened = weakened_images(example)
+            rows.append({**example, "images": images})
+            flags.append(float(weakened))
+        outputs = prompt_outputs(self.processor, rows)
+        batch = plain_layout(self.processor, self.pad_token_id, prompts, chosens, outputs)
+        batch[IS_WEAKENED] = torch.tensor(flags)
         return batch

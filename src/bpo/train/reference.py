@@ -38,10 +38,11 @@ from bpo.config import Recipe
 from bpo.data.jsonl import JsonlWriter, iter_jsonl, repair_torn_tail
 from bpo.errors import BpoError
 from bpo.fsio import write_text
-from bpo.train.data import REFERENCE_COLUMNS, digest
+from bpo.train.data import REFERENCE_COLUMNS, WEAKENED_REFERENCE_COLUMN, digest
 
-# The log-probs (chosen, rejected) of a batch of dataset rows, one value per row each.
-BatchLogps = Callable[[list[dict[str, Any]]], tuple[Sequence[float], Sequence[float]]]
+# The log-probs of a batch of dataset rows, one sequence per column (chosen, rejected, and
+# with the image-conditional term the chosen on the weakened image), one value per row each.
+BatchLogps = Callable[[list[dict[str, Any]]], Sequence[Sequence[float]]]
 
 # Bump when the way reference log-probs are computed changes.
 REFERENCE_VERSION = 1
@@ -76,10 +77,20 @@ def model_fingerprint(name: str, revision: str | None = None) -> str:
     return digest("hub", name, commit)
 
 
+def reference_columns(recipe: Recipe) -> tuple[str, ...]:
+    """The reference log-probs the recipe's loss reads: chosen, rejected, and the chosen on
+    the weakened image when ``train.image_conditional_weight`` is set."""
+    if recipe.train.image_conditional_weight:
+        return (*REFERENCE_COLUMNS, WEAKENED_REFERENCE_COLUMN)
+    return REFERENCE_COLUMNS
+
+
 def reference_fingerprint(recipe: Recipe, data_fingerprint: str, *, mixed_precision: str) -> str:
-    """What the reference log-probs depend on: the tokenized pairs, the model and the numerics."""
+    """What the reference log-probs depend on: the tokenized pairs, the model, the numerics
+    and the columns stored (a cache without the weakened column is not reused for one
+    with it; the two-column key is the one of earlier versions)."""
     model = recipe.model
-    return digest(
+    parts: list[Any] = [
         REFERENCE_VERSION,
         data_fingerprint,
         model_fingerprint(model.name, model.revision),
@@ -87,17 +98,18 @@ def reference_fingerprint(recipe: Recipe, data_fingerprint: str, *, mixed_precis
         model.attn_implementation,
         mixed_precision,
         recipe.train.trl.get("ld_alpha"),
-    )
+    ]
+    columns = reference_columns(recipe)
+    if columns != REFERENCE_COLUMNS:
+        parts.append(columns)
+    return digest(*parts)
 
 
-def _read_store(path: Path) -> dict[int, tuple[float, float]]:
-    values: dict[int, tuple[float, float]] = {}
+def _read_store(path: Path, columns: Sequence[str]) -> dict[int, tuple[float, ...]]:
+    values: dict[int, tuple[float, ...]] = {}
     if path.exists():
         for _, row in iter_jsonl(path):
-            values[int(row["id"])] = (
-                float(row[REFERENCE_COLUMNS[0]]),
-                float(row[REFERENCE_COLUMNS[1]]),
-            )
+            values[int(row["id"])] = tuple(float(row[column]) for column in columns)
     return values
 
 
@@ -108,6 +120,7 @@ def compute_reference_logps(
     *,
     accelerator: Any,
     batch_logps: BatchLogps,
+    columns: Sequence[str] = REFERENCE_COLUMNS,
 ) -> Any:
     """`dataset` with the reference log-probs of every row as two columns.
 
@@ -120,10 +133,11 @@ def compute_reference_logps(
         batch_size: pairs per forward pass.
         accelerator: the `accelerate.Accelerator` of the processes taking part.
         batch_logps: the reference log-probs of a list of rows (collated, run and
-            read back by the caller, the trainer).
+            read back by the caller, the trainer), one sequence per column.
+        columns: the names of the values `batch_logps` gives, in its order.
 
     Returns:
-        The dataset with ``ref_chosen_logps`` and ``ref_rejected_logps`` columns.
+        The dataset with one more column per name of `columns`.
     """
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
@@ -135,7 +149,7 @@ def compute_reference_logps(
             folder.mkdir(parents=True, exist_ok=True)
             repair_torn_tail(store)
         accelerator.wait_for_everyone()
-        present = _read_store(store)
+        present = _read_store(store, columns)
         rank, world = accelerator.process_index, accelerator.num_processes
         shares = [range(len(dataset))[r::world] for r in range(world)]
 
@@ -165,24 +179,17 @@ def compute_reference_logps(
                 rows = batch_rows(rank, index)
                 # A process out of rows still runs a forward pass (its result unused): under
                 # ZeRO-3 every forward gathers weights from all processes.
-                chosen, rejected = batch_logps([dataset[row] for row in rows or [0]])
+                computed = batch_logps([dataset[row] for row in rows or [0]])
                 results = [
-                    (row, float(c), float(r))
-                    for row, c, r in zip(rows, chosen, rejected, strict=False)
+                    (row, [float(value) for value in row_values])
+                    for row, *row_values in zip(rows, *computed, strict=False)
                 ]
                 gathered = gather_object(results)
                 if writer is not None:
-                    for row, chosen_logp, rejected_logp in gathered:
+                    for row, row_values in gathered:
                         # A row stored before the kill is skipped (its id is present).
-                        progress.update(
-                            writer.write(
-                                {
-                                    "id": str(row),
-                                    REFERENCE_COLUMNS[0]: chosen_logp,
-                                    REFERENCE_COLUMNS[1]: rejected_logp,
-                                }
-                            )
-                        )
+                        record = {"id": str(row), **dict(zip(columns, row_values, strict=True))}
+                        progress.update(writer.write(record))
             progress.close()
         finally:
             if writer is not None:
@@ -190,14 +197,13 @@ def compute_reference_logps(
         if accelerator.is_main_process:
             write_text(done, json.dumps({"rows": len(dataset)}) + "\n")
         accelerator.wait_for_everyone()
-    values = _read_store(store)
+    values = _read_store(store, columns)
     missing = len(dataset) - sum(1 for row in range(len(dataset)) if row in values)
     if missing:
         raise BpoError(
             f"{store}: reference log-probs of {missing} rows are missing; delete {folder} "
             "to compute them again"
         )
-    chosen_column = [values[row][0] for row in range(len(dataset))]
-    rejected_column = [values[row][1] for row in range(len(dataset))]
-    dataset = dataset.add_column(REFERENCE_COLUMNS[0], chosen_column)
-    return dataset.add_column(REFERENCE_COLUMNS[1], rejected_column)
+    for index, column in enumerate(columns):
+        dataset = dataset.add_column(column, [values[row][index] for row in range(len(dataset))])
+    return dataset

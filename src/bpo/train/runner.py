@@ -236,6 +236,7 @@ def train(
     from bpo.train.callbacks import MetricsLogger
     from bpo.train.data import PreferenceCollator, cache_dir, check_pairs_source, tokenize_pairs
     from bpo.train.distributed import check_deepspeed_precision, check_sharded_launch
+    from bpo.train.image_conditional import ImageTerms, check_weakened
     from bpo.train.model import freeze_for_full_finetuning, load_model, load_processor, peft_config
     from bpo.train.progress import ConsoleProgress
     from bpo.train.reference import reference_fingerprint
@@ -256,6 +257,13 @@ def train(
     with global_then_local_main_first():
         prepared = tokenize_pairs(recipe, processor, policy)
     _say(f"bpo train: {prepared.summary()}")
+    image_terms = ImageTerms(
+        conditional_weight=recipe.train.image_conditional_weight,
+        anchor_weight=recipe.train.anchor_weight,
+        anchor_delta=recipe.train.anchor_delta,
+    )
+    if image_terms.conditional_weight:
+        _say(f"bpo train: {check_weakened(prepared.dataset, recipe)}")
 
     model = load_model(recipe.model)
     lora = peft_config(recipe, model)
@@ -286,11 +294,17 @@ def train(
         args=args,
         train_dataset=prepared.dataset,
         processing_class=processor,
-        data_collator=PreferenceCollator(processor, tokenizer.pad_token_id, share_prompt),
+        data_collator=PreferenceCollator(
+            processor,
+            tokenizer.pad_token_id,
+            share_prompt,
+            image_conditional=bool(image_terms.conditional_weight),
+        ),
         peft_config=lora,
         callbacks=[MetricsLogger(run_dir / METRICS_NAME), ConsoleProgress(), *callbacks],
         reference_cache=reference_folder,
         reference_batch_size=recipe.train.reference_batch_size,
+        image_terms=image_terms,
     )
     trainer.remove_callback(PrinterCallback)  # its raw dicts: ConsoleProgress prints lines
     reference = None

@@ -13,6 +13,8 @@ the LoRA reference with the adapter disabled, checkpoints: all TRL's):
 - with `bpo.train.shared_prompt`'s packed batches, the model is called through
   `SharedPromptForward` (each prompt once for both responses, for every family
   `supports_shared_prompt` accepts), which hands TRL its usual per-token outputs;
+- with `bpo.train.image_conditional`'s terms, the loss adds mDPO's image-conditional term
+  (one more forward pass per step: the gold answers on the weakened images) and anchor;
 - `weights_digest` hashes the trainable weights, to check that processes agree;
 - TRL's count of the tokens trained on (``num_tokens`` in the logs) is saved with
   each checkpoint and restored on resume (TRL restarts it from 0 in each `train`
@@ -37,15 +39,36 @@ from typing import Any
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import DPOTrainer
 
+from bpo.errors import BpoError
 from bpo.fsio import write_text
-from bpo.train.data import REFERENCE_COLUMNS, SEQUENCE_COLUMNS, TOKEN_TYPE_KEYS
+from bpo.train.collator import IS_WEAKENED, WEAKENED
+from bpo.train.data import (
+    REFERENCE_COLUMNS,
+    SEQUENCE_COLUMNS,
+    TOKEN_TYPE_KEYS,
+    WEAKENED_REFERENCE_COLUMN,
+)
 from bpo.train.distributed import GatherTrainedOutputLayer, prepare_fsdp_plugin
+from bpo.train.image_conditional import ImageTerms, image_conditional_losses, summed_logps
 from bpo.train.reference import compute_reference_logps
 from bpo.train.shared_prompt import SharedPromptForward
 
 # Saved in each checkpoint folder, before transformers' trainer_state.json (which marks a
 # complete checkpoint, see bpo.train.runner.is_complete_checkpoint).
 TOKEN_COUNT_NAME = "bpo_token_count.json"
+
+
+class _Recorded:
+    """The model TRL calls in its loss, keeping the last outputs (the policy's log-probs of
+    the chosen answers, with their graph, for the image-conditional terms)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.outputs: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.outputs = self.model(*args, **kwargs)
+        return self.outputs
 
 
 class BpoDPOTrainer(DPOTrainer):
@@ -56,6 +79,8 @@ class BpoDPOTrainer(DPOTrainer):
         reference_cache: the folder of the cached reference log-probs; None
             computes them at each step (TRL's default).
         reference_batch_size: pairs per forward pass of the reference pass.
+        image_terms: mDPO's image-conditional term and anchor
+            (`bpo.train.image_conditional`); None: none (the paper's BPO loss).
         **kwargs: `trl.DPOTrainer`'s keyword arguments.
     """
 
@@ -64,9 +89,11 @@ class BpoDPOTrainer(DPOTrainer):
         *args: Any,
         reference_cache: str | os.PathLike[str] | None = None,
         reference_batch_size: int | None = None,
+        image_terms: ImageTerms | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.image_terms = image_terms or ImageTerms()
         prepare_fsdp_plugin(self.accelerator, self.model)
         if self.is_fsdp_enabled:
             self.add_callback(GatherTrainedOutputLayer())
@@ -120,11 +147,18 @@ class BpoDPOTrainer(DPOTrainer):
 
         model = self._reference_pass_model()
 
-        def batch_logps(rows: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+        columns = list(REFERENCE_COLUMNS)
+        if self.image_terms.conditional_weight:
+            columns.append(WEAKENED_REFERENCE_COLUMN)
+
+        def batch_logps(rows: list[dict[str, Any]]) -> list[list[float]]:
             batch = self._prepare_inputs(self.data_collator(rows))
+            weakened: Any = batch.pop(WEAKENED, None)
             with torch.no_grad():
-                chosen, rejected = self.reference_logps(batch, model)
-            return chosen.tolist(), rejected.tolist()
+                values = list(self.reference_logps(batch, model))
+                if self.image_terms.conditional_weight:
+                    values.append(self.weakened_reference_logps(weakened, model))
+            return [value.tolist() for value in values]
 
         was_training = model.training
         model.eval()
@@ -135,6 +169,7 @@ class BpoDPOTrainer(DPOTrainer):
                 batch_size,
                 accelerator=self.accelerator,
                 batch_logps=batch_logps,
+                columns=columns,
             )
         finally:
             model.train(was_training)
@@ -157,6 +192,20 @@ class BpoDPOTrainer(DPOTrainer):
         chosen, rejected = self.compute_ref_log_probs(self.forward_for(model, inputs), inputs)
         return chosen, rejected
 
+    def weakened_reference_logps(self, weakened: dict[str, Any], model: Any = None) -> Any:
+        """The reference log-probs of the chosen answers on the weakened images, one per pair.
+
+        TRL's `compute_ref_log_probs` (its reference model or disabled adapter) on the
+        weakened batch (TRL's layout, one sequence per pair); it splits its result into two
+        halves, put back together here.
+        """
+        import torch
+
+        if model is None:
+            model = self.ref_model if self.ref_model is not None else self.model
+        inputs = {key: value for key, value in weakened.items() if key != IS_WEAKENED}
+        return torch.cat(self.compute_ref_log_probs(model, inputs))
+
     def compute_loss(
         self,
         model: Any,
@@ -164,23 +213,87 @@ class BpoDPOTrainer(DPOTrainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        if "packed_input_ids" not in inputs:
+        inputs = dict(inputs)
+        weakened = inputs.pop(WEAKENED, None)
+        ref_weakened = inputs.pop(WEAKENED_REFERENCE_COLUMN, None)
+        forward = self.forward_for(model, inputs)
+        terms = self.image_terms
+        if forward is model and not terms.active:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if self.precompute_ref_logps:
-            return super().compute_loss(
-                self.forward_for(model, inputs), inputs, return_outputs, num_items_in_batch
-            )
-        # TRL's own reference pass calls the model with TRL's layout; run ours first and let
-        # TRL read the result from the batch, as with precomputed log-probs.
-        chosen, rejected = self.reference_logps(inputs)
-        inputs = {**inputs, REFERENCE_COLUMNS[0]: chosen, REFERENCE_COLUMNS[1]: rejected}
-        self.precompute_ref_logps = True
+        # TRL's own reference pass calls the model with TRL's layout, and keeps its results to
+        # itself; run ours first and let TRL read them from the batch, as when precomputed.
+        computes_reference = not self.precompute_ref_logps
+        if computes_reference:
+            chosen, rejected = self.reference_logps(inputs)
+            inputs = {**inputs, REFERENCE_COLUMNS[0]: chosen, REFERENCE_COLUMNS[1]: rejected}
+            self.precompute_ref_logps = True
+        recorded = _Recorded(forward)
         try:
-            return super().compute_loss(
-                self.forward_for(model, inputs), inputs, return_outputs, num_items_in_batch
-            )
+            result = super().compute_loss(recorded, inputs, return_outputs, num_items_in_batch)
         finally:
-            self.precompute_ref_logps = False
+            if computes_reference:
+                self.precompute_ref_logps = False
+        if not terms.active:
+            return result
+        chosen_logps = summed_logps(recorded.outputs.log_probs, inputs["completion_mask"])
+        chosen_logps = chosen_logps.chunk(2, dim=0)[0]
+        extra = self._image_terms_loss(model, inputs, weakened, ref_weakened, chosen_logps)
+        if return_outputs:
+            return result[0] + extra, result[1]
+        return result + extra
+
+    def _image_terms_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        weakened: dict[str, Any] | None,
+        ref_weakened: Any,
+        chosen_logps: Any,
+    ) -> Any:
+        """The image-conditional and anchor terms of a batch (`bpo.train.image_conditional`),
+        weighted and averaged over its pairs, with their metrics logged."""
+        terms = self.image_terms
+        ref_chosen = inputs[REFERENCE_COLUMNS[0]]
+        weakened_logps = ref_weakened_logps = chosen_logps.detach()
+        is_weakened = chosen_logps.new_zeros(chosen_logps.shape)
+        if terms.conditional_weight:
+            if weakened is None:
+                raise BpoError("the image-conditional term needs the collator's weakened batch")
+            is_weakened = weakened[IS_WEAKENED].to(chosen_logps.dtype)
+            if ref_weakened is None:
+                ref_weakened = self.weakened_reference_logps(weakened)
+            ref_weakened_logps = ref_weakened
+            model_inputs = {key: value for key, value in weakened.items() if key != IS_WEAKENED}
+            mask = model_inputs.pop("completion_mask")
+            labels = model_inputs["input_ids"].masked_fill(mask == 0, -100)
+            outputs = model(**model_inputs, labels=labels, fused_lm_head=True, use_cache=False)
+            weakened_logps = summed_logps(outputs.log_probs, mask)
+        conditional, anchor = image_conditional_losses(
+            chosen_logps,
+            ref_chosen,
+            weakened_logps,
+            ref_weakened_logps,
+            is_weakened,
+            beta=self.beta,
+            delta=terms.anchor_delta,
+        )
+        mode = "train" if chosen_logps.requires_grad else "eval"
+        gather = self.accelerator.gather_for_metrics
+        if terms.conditional_weight:
+            self._metrics[mode]["image_conditional/loss"].append(
+                gather(conditional.detach()).mean().item()
+            )
+            margins = (
+                self.beta
+                * ((chosen_logps - ref_chosen) - (weakened_logps - ref_weakened_logps)).detach()
+            )
+            flags = gather(is_weakened)
+            self._metrics[mode]["image_conditional/margins"].append(
+                ((gather(margins) * flags).sum() / flags.sum().clamp(min=1)).item()
+            )
+        if terms.anchor_weight:
+            self._metrics[mode]["anchor/loss"].append(gather(anchor.detach()).mean().item())
+        return (terms.conditional_weight * conditional + terms.anchor_weight * anchor).mean()
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
@@ -190,6 +303,8 @@ class BpoDPOTrainer(DPOTrainer):
                 *SEQUENCE_COLUMNS,
                 *(f"prompt_{key}" for key in TOKEN_TYPE_KEYS),
                 *REFERENCE_COLUMNS,
+                "weakening",
+                WEAKENED_REFERENCE_COLUMN,
             ]
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
