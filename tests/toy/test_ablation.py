@@ -9,6 +9,7 @@ import pytest
 
 from bpo.cli import main
 from bpo.toy.ablation import VARIANTS, ablation_table, best_bpo, summarize
+from bpo.train.callbacks import read_metrics
 
 
 def _run(variant: str, base_seed: int, preference_seed: int, absent: float, grounding: float):
@@ -62,6 +63,9 @@ def test_fast_ablation_trains_and_scores_every_variant(tmp_path, capsys):
         "bpo-both",
         "bpo-noise",
         "bpo-inject",
+        "bpo-hardest",
+        "bpo-mdpo",
+        "bpo-mdpo-hardest",
         "sft-matched",
         "sft-all",
     ]
@@ -79,8 +83,12 @@ def test_fast_ablation_trains_and_scores_every_variant(tmp_path, capsys):
         pairs = (cell / variant / "pairs.jsonl").read_text().splitlines()
         assert {json.loads(line)["strategy"] for line in pairs} == strategies, variant
     # Matched SFT trains on bpo-both's very pairs; SFT-all on every preference scene's gold.
-    matched = (cell / "sft-matched" / "pairs.jsonl").read_bytes()
-    assert matched == (cell / "bpo-both" / "pairs.jsonl").read_bytes()
+    for name in ("sft-matched", "bpo-hardest", "bpo-mdpo", "bpo-mdpo-hardest"):
+        pairs = (cell / name / "pairs.jsonl").read_bytes()
+        assert pairs == (cell / "bpo-both" / "pairs.jsonl").read_bytes(), name
+    assert (cell / "bpo-hardest" / "train" / "reference_margins.json").exists()
+    mdpo = read_metrics(cell / "bpo-mdpo" / "train" / "metrics.jsonl")
+    assert all("image_conditional/loss" in row for row in mdpo if "loss" in row)
     scenes = (out / "data" / "preference.jsonl").read_text().splitlines()
     gold = (cell / "sft-all" / "pairs.jsonl").read_text().splitlines()
     assert len(gold) == len(scenes)
@@ -93,3 +101,13 @@ def test_fast_ablation_trains_and_scores_every_variant(tmp_path, capsys):
     assert main([*argv, "--base-seeds", "0", "--preference-seeds", "0"]) == 0
     assert "starting from scratch" not in capsys.readouterr().err
     assert (out / "ablation.md").read_text() == before
+
+
+def test_a_subset_of_variants_always_runs_bpo_both_and_unknown_names_are_refused():
+    from bpo.errors import ConfigError
+    from bpo.toy.ablation import _chosen_variants
+
+    assert _chosen_variants(["bpo-mdpo"]) == {"bpo-mdpo", "bpo-both"}
+    assert _chosen_variants(None) == set(VARIANTS) - {"base"}
+    with pytest.raises(ConfigError, match="unknown ablation variant.s. bpo-magic; valid: sft-all"):
+        _chosen_variants(["bpo-magic"])

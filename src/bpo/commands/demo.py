@@ -12,11 +12,13 @@ Re-running with the same --out resumes. Recipe overrides as for `bpo run`.
 Example:
   bpo demo --out runs/demo
   bpo demo --out runs/demo-lr train.learning_rate=1e-4
-  bpo demo --ablate --out runs/ablate   # 6 variants x 2 base seeds x 3 preference seeds
+  bpo demo --ablate --out runs/ablate   # 9 variants x 2 base seeds x 3 preference seeds
 
 `--ablate` compares the base, SFT on all gold answers, SFT on the selected pairs'
-gold answers, and BPO with each strategy and both (`bpo.toy.ablation`); it trains
-25 models per base seed, so it takes tens of minutes on a CPU.
+gold answers, BPO with each strategy and both, and BPO with hardest negatives, with mDPO's
+image-conditional term and anchor, and with both (`bpo.toy.ablation`); it trains 8 models
+per base and preference seed, so it takes about an hour per base seed on a CPU
+(`--variants` runs a subset).
 """
 
 from __future__ import annotations
@@ -52,6 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ablate.add_argument(
         "--preference-seeds", type=int, nargs="+", default=[0, 1, 2], help="default: %(default)s"
     )
+    ablate.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="VARIANT",
+        help="run only these trained variants (and bpo-both, which the others share): "
+        "sft-all sft-matched bpo-noise bpo-inject bpo-both bpo-hardest bpo-mdpo "
+        "bpo-mdpo-hardest (default: all)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
         from bpo.toy.ablation import run_ablation
 
         run_ablation(
-            args.out, base_seeds=args.base_seeds, preference_seeds=args.preference_seeds, **common
+            args.out,
+            base_seeds=args.base_seeds,
+            preference_seeds=args.preference_seeds,
+            variants=args.variants,
+            **common,
         )
     else:
         from bpo.toy.demo import run_demo

@@ -2,7 +2,7 @@
 
 For each base seed (a base model trained from scratch on the same world) and each
 preference seed (the bootstrap's sampling, the pairs' mixing and the training's
-batch order), six variants on the same test scenes:
+batch order), these variants on the same test scenes:
 
     base          the base model, untouched
     sft-all       SFT on every preference scene's gold caption, as many steps as BPO
@@ -11,13 +11,18 @@ batch order), six variants on the same test scenes:
     bpo-noise     DPO on image-weakened negatives only
     bpo-inject    DPO on co-occurrence injection only
     bpo-both      DPO on both (the demo's recipe)
+    bpo-hardest   bpo-both's pairs, only the hardest per sample (train.select hardest, k 1)
+    bpo-mdpo      bpo-both's pairs, with mDPO's image-conditional term and anchor
+                  (weights 1 and 1, delta 0: mDPO's, fixed before any run)
+    bpo-mdpo-hardest  both of the last two
 
 Each trained variant is an ordinary `bpo run` folder under
 ``OUT/base<B>/seed<P>/<variant>``; SFT is the same `bpo train` with TRL's ``sft``
 loss (the NLL term BPO's RPO loss already holds, without the preference term).
 The variants of a cell share what they can: bpo-noise and bpo-inject resume from
-bpo-both's negatives (the same seeds give the same negatives), and sft-matched
-trains on bpo-both's pairs file.
+bpo-both's negatives (the same seeds give the same negatives); sft-matched and the
+variants of the training loss train on bpo-both's pairs file. ``variants`` runs a
+subset (bpo-both always, as the others share its outputs).
 
 Choices are made on the validation split: every model also captions the
 validation scenes (``eval/<label>-validation``), and the best BPO variant is the
@@ -38,12 +43,17 @@ from typing import Any
 
 from bpo.pipeline import Run, run_pipeline
 
-VARIANTS = ("base", "sft-all", "sft-matched", "bpo-noise", "bpo-inject", "bpo-both")
 BPO_STRATEGIES = {
     "bpo-noise": ["image-weakening"],
     "bpo-inject": ["cooccurrence"],
     "bpo-both": ["image-weakening", "cooccurrence"],
 }
+# Variants of the training loss or selection on bpo-both's pairs: their recipe overrides.
+HARDEST = ["train.select=hardest", "train.select_k=1"]
+MDPO = ["train.image_conditional_weight=1.0", "train.anchor_weight=1.0", "train.anchor_delta=0"]
+ON_BOTH_PAIRS = {"bpo-hardest": HARDEST, "bpo-mdpo": MDPO, "bpo-mdpo-hardest": MDPO + HARDEST}
+BPO_VARIANTS = (*BPO_STRATEGIES, *ON_BOTH_PAIRS)
+VARIANTS = ("base", "sft-all", "sft-matched", *BPO_VARIANTS)
 SFT_LOSS = "train.loss_type=[sft]"
 TRAINED_STAGES = ("bootstrap", "pairs", "train", "export", "eval")
 SFT_STAGES = ("train", "export", "eval")
@@ -101,7 +111,7 @@ def _share(run: Run, variant: str, both: Path, samples: Path) -> None:
             for suffix in ("", ".log.jsonl", ".settings.json")
         ]
         _copy_missing(both / "negatives", run.path("negatives"), files)
-    elif variant == "sft-matched":
+    elif variant == "sft-matched" or variant in ON_BOTH_PAIRS:
         _copy_missing(
             both, run.dir, ["pairs.jsonl", "pairs.stats.json", "pairs.jsonl.settings.json"]
         )
@@ -203,6 +213,7 @@ def run_ablation(
     fast: bool = False,
     overrides: Sequence[str] = (),
     progress: bool = True,
+    variants: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Every variant for every base and preference seed; writes and prints the table.
 
@@ -214,6 +225,7 @@ def run_ablation(
         fast: tiny sizes: a smoke test of every variant, not a result.
         overrides: dotted recipe overrides for every trained variant.
         progress: show progress bars.
+        variants: the trained variants to run (default: all of them).
 
     Returns:
         What ``OUT/ablation.json`` holds: per-run measures and the summary.
@@ -230,6 +242,7 @@ def run_ablation(
     )
     from bpo.toy.world import ToyWorld, write_world
 
+    chosen = _chosen_variants(variants)
     root = Path(out)
     world_dir = write_world(
         root / "world", seed=seed, progress=progress, **(FAST_WORLD if fast else {})
@@ -265,7 +278,9 @@ def run_ablation(
                     BPO_STRATEGIES.items(), key=lambda item: item[0] != "bpo-both"
                 )
             ]
+            plans += [(name, settings, SFT_STAGES) for name, settings in ON_BOTH_PAIRS.items()]
             plans += [(name, [SFT_LOSS], SFT_STAGES) for name in ("sft-matched", "sft-all")]
+            plans = [plan for plan in plans if plan[0] in chosen]
             both = cell / "bpo-both"
             for name, settings, stages in plans:
                 run_dir = cell / name
@@ -291,6 +306,21 @@ def run_ablation(
     write_text(root / "ablation.md", table + "\n")
     print(table)
     return result
+
+
+def _chosen_variants(variants: Sequence[str] | None) -> set[str]:
+    """The trained variants to run: `variants` (checked) and bpo-both, or all of them."""
+    from bpo.errors import ConfigError
+
+    trained = [name for name in VARIANTS if name != "base"]
+    if variants is None:
+        return set(trained)
+    unknown = sorted(set(variants) - set(trained))
+    if unknown:
+        raise ConfigError(
+            f"unknown ablation variant(s) {', '.join(unknown)}; valid: {', '.join(trained)}"
+        )
+    return {*variants, "bpo-both"}
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -326,7 +356,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def best_bpo(summary: dict[str, dict[str, Any]]) -> str | None:
     """The BPO variant with the highest mean grounding score on the validation split."""
-    candidates = [name for name in BPO_STRATEGIES if name in summary]
+    candidates = [name for name in BPO_VARIANTS if name in summary]
     if not candidates:
         return None
     return max(candidates, key=lambda name: summary[name]["validation_grounding"]["mean"])
