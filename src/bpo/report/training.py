@@ -38,8 +38,15 @@ PANELS: dict[str, tuple[tuple[str, str], ...]] = {
     "learning rate": (("learning_rate", ""),),
 }
 CURVES = tuple(key for lines in PANELS.values() for key, _ in lines)
-# Shown in the table of first and last values too, when logged.
-EXTRA = ("rewards/chosen", "rewards/rejected")
+# Shown in the table of first and last values too, when logged (the last three with
+# bpo.train.image_conditional's terms).
+EXTRA = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "image_conditional/loss",
+    "image_conditional/margins",
+    "anchor/loss",
+)
 # The log-prob summary compares the mean of the first and of the last tenth of the
 # points, not two single steps, which are one batch each and noisy.
 SUMMARY_SHARE = 0.1
