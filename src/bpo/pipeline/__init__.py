@@ -10,6 +10,10 @@
     RUN/report.html                     bpo report
     RUN/stages/<stage>.json             written when a stage finishes
 
+With ``rounds.count: N`` above 1 (iterative BPO, `bpo.pipeline.rounds`), each
+round is such a folder, ``RUN/round-K/``, and ``RUN/rounds.json`` holds every
+metric per round.
+
 The stages call the same functions as the commands. Before any of them runs,
 the recipe is compared with the run's settings record: a folder holding a run
 made with other settings is refused, naming them (``--overwrite`` replaces it),
@@ -49,6 +53,7 @@ def run_pipeline(
     overwrite: bool = False,
     keep: Sequence[str] = (),
     prepare: Callable[[Run], None] | None = None,
+    evaluate_base: bool = True,
 ) -> Run:
     """Run the recipe's stages into `run_dir`, skipping those already finished.
 
@@ -64,6 +69,11 @@ def run_pipeline(
         keep: names of entries the caller put in `run_dir` itself (see `Run.check`).
         prepare: called as ``prepare(run)`` once the folder is the run's, before the
             stages (the ablation gives a run what it shares with another there).
+        evaluate_base: evaluate model.name too, not only the trained model (a round
+            after the first does not: its start is the previous round's model).
+
+    Returns:
+        The run (with ``rounds.count`` above 1, the last round's: see `run_rounds`).
 
     Raises:
         ConfigError: before any stage, for a recipe that cannot run or a folder
@@ -76,10 +86,16 @@ def run_pipeline(
         raise ConfigError("samples.path is not set: the supervised samples to bootstrap from")
     if not recipe.model.name:
         raise ConfigError("model.name is not set: the model to bootstrap from and train")
-    run = Run(recipe, run_dir, after_eval=after_eval)
-    recipe.data.pairs = str(run.path("pairs.jsonl"))
-    recipe.data.image_root = recipe.samples.image_root
-    recipe.train.output_dir = str(run.path("train"))
+    if recipe.rounds.count > 1:
+        from bpo.pipeline.rounds import run_rounds
+
+        if prepare is not None:
+            raise ConfigError("rounds.count above 1 is for `bpo run`; give rounds.count=1")
+        return run_rounds(
+            recipe, run_dir, stages=stages, progress=progress, after_eval=after_eval,
+            overwrite=overwrite, keep=keep,
+        )  # fmt: skip
+    run = prepared_run(recipe, run_dir, after_eval=after_eval, evaluate_base=evaluate_base)
     provenance = run.check(keep=keep, overwrite=overwrite)
     if "train" in stages:  # a tracker that is not installed stops the run now, not at train
         check_report_to(recipe.train.report_to, installed=True)
@@ -104,6 +120,21 @@ def run_pipeline(
     for stage in STAGES:
         if stage in stages:
             steps[stage](run, progress)
+    return run
+
+
+def prepared_run(
+    recipe: Recipe,
+    run_dir: str | os.PathLike[str],
+    *,
+    after_eval: Callable[[Run, str], None] | None = None,
+    evaluate_base: bool = True,
+) -> Run:
+    """The `Run` of `recipe` in `run_dir`, with the paths the run sets in the recipe."""
+    run = Run(recipe, run_dir, after_eval=after_eval, evaluate_base=evaluate_base)
+    recipe.data.pairs = str(run.path("pairs.jsonl"))
+    recipe.data.image_root = recipe.samples.image_root
+    recipe.train.output_dir = str(run.path("train"))
     return run
 
 
@@ -269,6 +300,8 @@ def _eval(run: Run, progress: bool) -> None:
         _say(f"eval: no benchmark in the recipe (eval.{', eval.'.join(EVAL_KEYS)})")
         return
     models = {"base": recipe.model.name, "bpo": str(run.path("model"))}
+    if not run.evaluate_base:
+        del models["base"]
     for label, model in models.items():
         stage = f"eval-{label}"
         if run.done(stage):
@@ -312,4 +345,4 @@ def _report(run: Run, progress: bool) -> None:
     _say(f"report: {path}")
 
 
-__all__ = ["STAGES", "Run", "run_pipeline"]
+__all__ = ["STAGES", "Run", "prepared_run", "run_pipeline"]
