@@ -53,7 +53,6 @@ def run_pipeline(
     overwrite: bool = False,
     keep: Sequence[str] = (),
     prepare: Callable[[Run], None] | None = None,
-    evaluate_base: bool = True,
 ) -> Run:
     """Run the recipe's stages into `run_dir`, skipping those already finished.
 
@@ -69,8 +68,6 @@ def run_pipeline(
         keep: names of entries the caller put in `run_dir` itself (see `Run.check`).
         prepare: called as ``prepare(run)`` once the folder is the run's, before the
             stages (the ablation gives a run what it shares with another there).
-        evaluate_base: evaluate model.name too, not only the trained model (a round
-            after the first does not: its start is the previous round's model).
 
     Returns:
         The run (with ``rounds.count`` above 1, the last round's: see `run_rounds`).
@@ -95,8 +92,15 @@ def run_pipeline(
             recipe, run_dir, stages=stages, progress=progress, after_eval=after_eval,
             overwrite=overwrite, keep=keep,
         )  # fmt: skip
-    run = prepared_run(recipe, run_dir, after_eval=after_eval, evaluate_base=evaluate_base)
+    run = prepared_run(recipe, run_dir, after_eval=after_eval)
     provenance = run.check(keep=keep, overwrite=overwrite)
+    check_stages(recipe, stages)
+    provenance.commit()
+    return run_stages(run, stages, progress=progress, prepare=prepare)
+
+
+def check_stages(recipe: Recipe, stages: tuple[str, ...]) -> None:
+    """What can stop `stages` before they start, checked before anything is written."""
     if "train" in stages:  # a tracker that is not installed stops the run now, not at train
         check_report_to(recipe.train.report_to, installed=True)
     if "eval" in stages:
@@ -105,8 +109,17 @@ def run_pipeline(
         check_eval(recipe.eval)
     if "bootstrap" in stages and "image-weakening" in recipe.bootstrap.strategies:
         _check_images(recipe)
-    provenance.commit()
-    save_recipe(recipe, run.path("config.yaml"))
+
+
+def run_stages(
+    run: Run,
+    stages: tuple[str, ...],
+    *,
+    progress: bool = True,
+    prepare: Callable[[Run], None] | None = None,
+) -> Run:
+    """The stages of a checked run whose settings record is saved (see `run_pipeline`)."""
+    save_recipe(run.recipe, run.path("config.yaml"))
     if prepare is not None:
         prepare(run)
     steps: dict[str, Callable[[Run, bool], None]] = {
@@ -128,10 +141,9 @@ def prepared_run(
     run_dir: str | os.PathLike[str],
     *,
     after_eval: Callable[[Run, str], None] | None = None,
-    evaluate_base: bool = True,
 ) -> Run:
     """The `Run` of `recipe` in `run_dir`, with the paths the run sets in the recipe."""
-    run = Run(recipe, run_dir, after_eval=after_eval, evaluate_base=evaluate_base)
+    run = Run(recipe, run_dir, after_eval=after_eval)
     recipe.data.pairs = str(run.path("pairs.jsonl"))
     recipe.data.image_root = recipe.samples.image_root
     recipe.train.output_dir = str(run.path("train"))
@@ -345,4 +357,4 @@ def _report(run: Run, progress: bool) -> None:
     _say(f"report: {path}")
 
 
-__all__ = ["STAGES", "Run", "prepared_run", "run_pipeline"]
+__all__ = ["STAGES", "Run", "check_stages", "prepared_run", "run_pipeline", "run_stages"]

@@ -52,11 +52,14 @@ class Run:
         run_dir: str | os.PathLike[str],
         *,
         after_eval: Callable[[Run, str], None] | None = None,
-        evaluate_base: bool = True,
     ) -> None:
         self.recipe = recipe
         self.after_eval = after_eval
-        self.evaluate_base = evaluate_base
+        # Set by `bpo.pipeline.rounds` for a round after the first: its eval leaves out
+        # the model it starts from (the previous round evaluated it), and its record
+        # names that model relative to the round folder, so the run folder can move.
+        self.evaluate_base = True
+        self.recorded_model: str | None = None
         self.dir = Path(run_dir)
 
     def path(self, *parts: str) -> Path:
@@ -97,6 +100,8 @@ class Run:
         settings = result_settings(self.recipe)
         for key in ("data.pairs", "data.image_root"):  # the run sets them to its own
             settings.pop(key, None)
+        if self.recorded_model is not None:
+            settings["model.name"] = self.recorded_model
         return Provenance(
             stage="run",
             record=folder_record(self.dir),

@@ -59,6 +59,20 @@ def round_recipe(recipe: Recipe, run_dir: str | os.PathLike[str], number: int) -
     return recipe
 
 
+def _round(
+    recipe: Recipe, root: Path, number: int, after_eval: Callable[[Run, str], None] | None
+) -> Run:
+    from bpo.pipeline import prepared_run
+
+    run = prepared_run(
+        round_recipe(recipe, root, number), root / f"round-{number}", after_eval=after_eval
+    )
+    if number > 1:
+        run.evaluate_base = False
+        run.recorded_model = f"../round-{number - 1}/model"
+    return run
+
+
 def run_rounds(
     recipe: Recipe,
     run_dir: str | os.PathLike[str],
@@ -88,7 +102,7 @@ def run_rounds(
         ConfigError: before anything is written, for a recipe that cannot run, a
             folder that holds something else, or a round made with other settings.
     """
-    from bpo.pipeline import prepared_run, run_pipeline
+    from bpo.pipeline import check_stages, run_stages
 
     if recipe.train.reference_model:
         raise ConfigError(
@@ -98,35 +112,22 @@ def run_rounds(
     root = Path(run_dir)
     count = recipe.rounds.count
     provenance = _provenance(recipe, root, overwrite=overwrite, keep=keep)
-    rounds = [
-        prepared_run(
-            round_recipe(recipe, root, number),
-            root / f"round-{number}",
-            after_eval=after_eval,
-            evaluate_base=number == 1,
-        )
-        for number in range(1, count + 1)
-    ]
+    rounds = [_round(recipe, root, number, after_eval) for number in range(1, count + 1)]
     if not overwrite:  # every round's settings, before any byte is written
         for run in rounds:
             if run.dir.is_dir():
                 run.check()
+    check_stages(recipe, stages)
     provenance.commit()
     save_recipe(recipe, root / "config.yaml")
     last = rounds[0]
     for number, run in enumerate(rounds, start=1):
-        if number > 1 and not (root / f"round-{number - 1}" / "stages" / "export.json").exists():
+        if number > 1 and not rounds[number - 2].done("export"):
             _say(f"round {number}: not started, round {number - 1} has no exported model yet")
             break
         _say(f"round {number} of {count}: {run.dir}")
-        last = run_pipeline(
-            run.recipe,
-            run.dir,
-            stages=stages,
-            progress=progress,
-            after_eval=after_eval,
-            evaluate_base=number == 1,
-        )
+        run.check().commit()
+        last = run_stages(run, stages, progress=progress)
     _write_summary(recipe, root, rounds)
     if "report" in stages:
         from bpo.report import write_report
@@ -166,7 +167,7 @@ def _provenance(recipe: Recipe, root: Path, *, overwrite: bool, keep: Sequence[s
                 f"{root} holds a run of one round (rounds.count: 1): give rounds.count=1, "
                 "another --out, or --overwrite to replace it"
             )
-        if foreign:
+        if foreign and provenance.recorded() is None:
             raise ConfigError(
                 f"{root} holds files that are not a bpo run ({', '.join(foreign[:5])}); "
                 "give another --out"
