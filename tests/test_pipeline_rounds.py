@@ -217,3 +217,40 @@ def test_kill_9_in_round_2_then_rerun_matches_an_uninterrupted_run(
         "run/round-2/model/model.safetensors",
     ):
         assert rel in reference, rel
+
+
+def test_rounds_keys_are_checked(tmp_path: Path) -> None:
+    from bpo.config import load_recipe
+    from bpo.errors import ConfigError
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("rounds: 3\n")
+    assert load_recipe(recipe).rounds.count == 3  # `rounds: N` is short for rounds.count
+    with pytest.raises(ConfigError, match=r"previous.*base"):
+        load_recipe(None, ["rounds.reference=last"])
+    with pytest.raises(ConfigError, match=r"rounds\.count must be positive"):
+        load_recipe(None, ["rounds.count=0"])
+
+
+def test_train_reference_model_is_left_to_the_rounds(tmp_path: Path) -> None:
+    from bpo.config import load_recipe
+    from bpo.errors import ConfigError
+    from bpo.pipeline import run_pipeline
+
+    recipe = load_recipe(
+        None, ["rounds.count=2", "samples.path=s.jsonl", "model.name=m", "train.reference_model=m"]
+    )
+    with pytest.raises(ConfigError, match=r"rounds\.reference"):
+        run_pipeline(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_reference_cache_key_names_the_reference_model(tiny_llava_path: Path) -> None:
+    from bpo.config import load_recipe
+    from bpo.train.reference import reference_fingerprint
+
+    own = load_recipe(None, [f"model.name={tiny_llava_path}"])
+    other = load_recipe(None, [f"model.name={tiny_llava_path}", "train.reference_model=base/m"])
+    assert reference_fingerprint(own, "d", mixed_precision="no") != reference_fingerprint(
+        other, "d", mixed_precision="no"
+    )
