@@ -254,3 +254,24 @@ def test_the_reference_cache_key_names_the_reference_model(tiny_llava_path: Path
     assert reference_fingerprint(own, "d", mixed_precision="no") != reference_fingerprint(
         other, "d", mixed_precision="no"
     )
+
+
+def test_one_round_and_rounds_do_not_mix_unless_overwritten(
+    two_rounds: Path, workspace: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    # A one-round run's folder (its record and stage markers) is not continued as rounds.
+    one = tmp_path / "one"
+    (one / "stages").mkdir(parents=True)
+    shutil.copy(two_rounds / "settings.json", one / "settings.json")
+    capsys.readouterr()
+    assert main(run_args(workspace, one)) == 2
+    assert "holds a run of one round" in capsys.readouterr().err
+
+    # --overwrite replaces a run of rounds with a one-round run: no round-K/ is left.
+    run = tmp_path / "run"
+    shutil.copytree(two_rounds, run)
+    one_round = [a for a in run_args(workspace, run) if a != "rounds.count=2"]
+    assert main([*one_round, "--overwrite", "--stages", "report"]) == 0
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "report.html", "settings.json"]
