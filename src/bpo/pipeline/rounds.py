@@ -18,8 +18,10 @@ Each round folder keeps its own settings record and stage markers, so a run
 resumes at any stage of any round. Every round's settings are checked before
 anything is written, and a change is refused by name. ``rounds.count`` is not
 a setting of the result (each round's outputs are the same whatever the count):
-raising it on a finished run goes on with the new rounds, lowering it leaves
-the later rounds' folders as they are and reports the first N.
+raising it on a finished run goes on with the new rounds; lowering it (to 2 or
+more) leaves the later rounds' folders as they are and sums up the first N. A
+one-round run and a run of rounds do not share a folder (``--overwrite``
+replaces one with the other).
 """
 
 from __future__ import annotations
