@@ -144,6 +144,20 @@ def test_reference_base_trains_round_2_against_the_base_model(
     assert [row["id"] for row in base] == [row["id"] for row in previous]
     assert base != previous
 
+    # They are the base model's: those `bpo train` of the base model computes on the pairs.
+    alone = tmp_path / "alone"
+    argv = [
+        *("train", "--config", str(RECIPES / "tiny.yaml"), f"model.name={workspace.model}"),
+        *(f"data.pairs={run / same}", f"data.image_root={workspace.images}", "train.max_steps=1"),
+        *("--output-dir", str(alone)),
+    ]
+    assert main(argv) == 0
+    (store,) = (alone / "cache").glob("reference-*/reference_logps.jsonl")
+    expected = sorted(jsonl(store), key=lambda row: row["id"])
+    assert [row["id"] for row in expected] == [row["id"] for row in base]
+    for got, want in zip(base, expected, strict=True):
+        assert got == pytest.approx(want, abs=1e-4)
+
 
 def test_more_rounds_go_on_from_a_finished_run(
     two_rounds: Path, workspace: Workspace, tmp_path: Path
