@@ -3,7 +3,9 @@
 A re-run of the same command resumes: finished stages are skipped, an
 interrupted one continues where it stopped. The recipe's samples, bootstrap,
 pairs and eval sections drive the first stages, its model, data, lora and train
-sections the training (see `bpo train --help-config`).
+sections the training (see `bpo train --help-config`). ``rounds.count=N`` runs N rounds
+of iterative BPO, each bootstrapping from and training the previous round's model, into
+RUN/round-K/ (rounds.json: every metric per round).
 
 Example:
   bpo run recipes/llava-1.5-7b.yaml samples.path=llava_instruct.json \\

@@ -47,6 +47,7 @@ from bpo.config.run_sections import (
     EvalConfig,
     PairsConfig,
     Recipe,
+    RoundsConfig,
     SamplesConfig,
 )
 from bpo.config.sections import (
@@ -72,6 +73,7 @@ __all__ = [
     "ModelConfig",
     "PairsConfig",
     "Recipe",
+    "RoundsConfig",
     "SamplesConfig",
     "TrainConfig",
     "apply_override",

@@ -59,6 +59,7 @@ def check_recipe(
         "pairs.max_words": recipe.pairs.max_words,
         "eval.batch_size": recipe.eval.batch_size,
         "eval.max_new_tokens": recipe.eval.max_new_tokens,
+        "rounds.count": recipe.rounds.count,
     }
     for key, value in positive.items():
         if value is not None and value <= 0:

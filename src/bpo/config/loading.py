@@ -65,6 +65,9 @@ def load_recipe(path: str | os.PathLike[str] | None, overrides: Sequence[str] = 
             raise ConfigError(f"{path}: a recipe must be a mapping of sections")
         check_size(loaded, source=source)
         data = loaded
+        count = data.get("rounds")
+        if isinstance(count, int) and not isinstance(count, bool):  # `rounds: N`, short
+            data["rounds"] = {"count": count}
     recipe = from_dict(Recipe, data, source=source)
     origins: dict[str, str] = {}
     for override in overrides:

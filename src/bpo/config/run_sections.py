@@ -1,4 +1,4 @@
-"""The sections `bpo run` adds (samples, bootstrap, pairs, eval), and the whole `Recipe`."""
+"""The sections `bpo run` adds (samples, bootstrap, pairs, eval, rounds), and the whole `Recipe`."""
 
 from __future__ import annotations
 
@@ -196,11 +196,33 @@ class EvalConfig:
 
 
 @dataclass
+class RoundsConfig:
+    """`bpo run`: iterative BPO, each round bootstrapping from and training the last one's model."""
+
+    count: int = field(
+        default=1,
+        metadata=doc(
+            "Rounds of bootstrap, pairs, train, export and eval; 1: one run, no round-K/ "
+            "folders. Raising it on a finished run goes on with the new rounds.",
+            result=False,
+        ),
+    )
+    reference: str = field(
+        default="previous",
+        metadata=doc(
+            "Round K's DPO reference: the model it starts from (previous) or the recipe's "
+            "model.name (base).",
+            choices=("previous", "base"),
+        ),
+    )
+
+
+@dataclass
 class Recipe:
     """A whole recipe: one section per concern.
 
     `bpo train` reads model, data, lora and train; `bpo run` adds samples,
-    bootstrap, pairs and eval, and fills data.pairs itself.
+    bootstrap, pairs, eval and rounds, and fills data.pairs itself.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -211,6 +233,7 @@ class Recipe:
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    rounds: RoundsConfig = field(default_factory=RoundsConfig)
 
     def loss_types(self) -> tuple[list[str], list[float]]:
         """The TRL loss types and weights: ``rpo`` becomes ``sigmoid`` + ``sft`` weighted rpo_alpha.

@@ -268,6 +268,14 @@ class TrainConfig:
     anchor_delta: float = field(
         default=0.0, metadata=doc("The anchor's threshold delta on the chosen reward (mDPO: 0).")
     )
+    reference_model: str | None = field(
+        default=None,
+        metadata=doc(
+            "The DPO reference: another model (hub id or folder) whose log-probs the policy is "
+            "measured against (default: model.name itself, i.e. the policy with its adapter "
+            "disabled). `bpo run` sets it for rounds.reference: base."
+        ),
+    )
     reference_batch_size: int | None = field(
         default=None,
         metadata=doc(

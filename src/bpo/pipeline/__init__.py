@@ -10,6 +10,10 @@
     RUN/report.html                     bpo report
     RUN/stages/<stage>.json             written when a stage finishes
 
+With ``rounds.count: N`` above 1 (iterative BPO, `bpo.pipeline.rounds`), each
+round is such a folder, ``RUN/round-K/``, and ``RUN/rounds.json`` holds every
+metric per round.
+
 The stages call the same functions as the commands. Before any of them runs,
 the recipe is compared with the run's settings record: a folder holding a run
 made with other settings is refused, naming them (``--overwrite`` replaces it),
@@ -65,6 +69,9 @@ def run_pipeline(
         prepare: called as ``prepare(run)`` once the folder is the run's, before the
             stages (the ablation gives a run what it shares with another there).
 
+    Returns:
+        The run (with ``rounds.count`` above 1, the last round's: see `run_rounds`).
+
     Raises:
         ConfigError: before any stage, for a recipe that cannot run or a folder
             that holds something else (`Run.check`).
@@ -76,11 +83,24 @@ def run_pipeline(
         raise ConfigError("samples.path is not set: the supervised samples to bootstrap from")
     if not recipe.model.name:
         raise ConfigError("model.name is not set: the model to bootstrap from and train")
-    run = Run(recipe, run_dir, after_eval=after_eval)
-    recipe.data.pairs = str(run.path("pairs.jsonl"))
-    recipe.data.image_root = recipe.samples.image_root
-    recipe.train.output_dir = str(run.path("train"))
+    if recipe.rounds.count > 1:
+        from bpo.pipeline.rounds import run_rounds
+
+        if prepare is not None:
+            raise ConfigError("rounds.count above 1 is for `bpo run`; give rounds.count=1")
+        return run_rounds(
+            recipe, run_dir, stages=stages, progress=progress, after_eval=after_eval,
+            overwrite=overwrite, keep=keep,
+        )  # fmt: skip
+    run = prepared_run(recipe, run_dir, after_eval=after_eval)
     provenance = run.check(keep=keep, overwrite=overwrite)
+    check_stages(recipe, stages)
+    provenance.commit()
+    return run_stages(run, stages, progress=progress, prepare=prepare)
+
+
+def check_stages(recipe: Recipe, stages: tuple[str, ...]) -> None:
+    """What can stop `stages` before they start, checked before anything is written."""
     if "train" in stages:  # a tracker that is not installed stops the run now, not at train
         check_report_to(recipe.train.report_to, installed=True)
     if "eval" in stages:
@@ -89,8 +109,17 @@ def run_pipeline(
         check_eval(recipe.eval)
     if "bootstrap" in stages and "image-weakening" in recipe.bootstrap.strategies:
         _check_images(recipe)
-    provenance.commit()
-    save_recipe(recipe, run.path("config.yaml"))
+
+
+def run_stages(
+    run: Run,
+    stages: tuple[str, ...],
+    *,
+    progress: bool = True,
+    prepare: Callable[[Run], None] | None = None,
+) -> Run:
+    """The stages of a checked run whose settings record is saved (see `run_pipeline`)."""
+    save_recipe(run.recipe, run.path("config.yaml"))
     if prepare is not None:
         prepare(run)
     steps: dict[str, Callable[[Run, bool], None]] = {
@@ -104,6 +133,20 @@ def run_pipeline(
     for stage in STAGES:
         if stage in stages:
             steps[stage](run, progress)
+    return run
+
+
+def prepared_run(
+    recipe: Recipe,
+    run_dir: str | os.PathLike[str],
+    *,
+    after_eval: Callable[[Run, str], None] | None = None,
+) -> Run:
+    """The `Run` of `recipe` in `run_dir`, with the paths the run sets in the recipe."""
+    run = Run(recipe, run_dir, after_eval=after_eval)
+    recipe.data.pairs = str(run.path("pairs.jsonl"))
+    recipe.data.image_root = recipe.samples.image_root
+    recipe.train.output_dir = str(run.path("train"))
     return run
 
 
@@ -269,6 +312,8 @@ def _eval(run: Run, progress: bool) -> None:
         _say(f"eval: no benchmark in the recipe (eval.{', eval.'.join(EVAL_KEYS)})")
         return
     models = {"base": recipe.model.name, "bpo": str(run.path("model"))}
+    if not run.evaluate_base:
+        del models["base"]
     for label, model in models.items():
         stage = f"eval-{label}"
         if run.done(stage):
@@ -312,4 +357,4 @@ def _report(run: Run, progress: bool) -> None:
     _say(f"report: {path}")
 
 
-__all__ = ["STAGES", "Run", "run_pipeline"]
+__all__ = ["STAGES", "Run", "check_stages", "prepared_run", "run_pipeline", "run_stages"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,18 @@ RUN_ENTRIES = (
 )
 
 
+_ROUND = re.compile(r"round-(\d+)")
+
+
+def round_folders(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """The ``round-K`` folders of a run of several rounds (`bpo.pipeline.rounds`), in order."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _ROUND.fullmatch(p.name))]
+    return [path for _, path in sorted(found) if path.is_dir()]
+
+
 class Run:
     """A run folder and its stage markers."""
 
@@ -42,6 +55,11 @@ class Run:
     ) -> None:
         self.recipe = recipe
         self.after_eval = after_eval
+        # Set by `bpo.pipeline.rounds` for a round after the first: its eval leaves out
+        # the model it starts from (the previous round evaluated it), and its record
+        # names that model relative to the round folder, so the run folder can move.
+        self.evaluate_base = True
+        self.recorded_model: str | None = None
         self.dir = Path(run_dir)
 
     def path(self, *parts: str) -> Path:
@@ -82,11 +100,15 @@ class Run:
         settings = result_settings(self.recipe)
         for key in ("data.pairs", "data.image_root"):  # the run sets them to its own
             settings.pop(key, None)
+        if self.recorded_model is not None:
+            settings["model.name"] = self.recorded_model
         return Provenance(
             stage="run",
             record=folder_record(self.dir),
             settings=settings,
-            outputs=[self.path(name) for name in RUN_ENTRIES],
+            # With --overwrite, a run of several rounds (`bpo.pipeline.rounds`) goes too.
+            outputs=[self.path(name) for name in (*RUN_ENTRIES, "rounds.json")]
+            + round_folders(self.dir),
             subject=f"the run in {self.dir}",
             overwrite=overwrite,
         )
@@ -101,6 +123,11 @@ class Run:
         base model).
         """
         provenance = self.provenance(overwrite=overwrite)
+        if not overwrite and (self.path("rounds.json").exists() or self.path("round-1").is_dir()):
+            raise ConfigError(
+                f"{self.dir} holds a run of several rounds (rounds.count above 1): give "
+                "its rounds.count, or another --out"
+            )
         if provenance.recorded() is None and self.dir.is_dir():
             foreign = sorted(
                 entry.name

@@ -28,6 +28,7 @@ from bpo.report.gallery import BottomKSampler, GalleryItem, attach_params, rende
 from bpo.report.headline import render_headline
 from bpo.report.html import MISSING, Section, escape, note, page, table, truncate
 from bpo.report.layout import RunFiles, find_run_files
+from bpo.report.rounds import read_summary, render_rounds
 from bpo.report.training import render_training
 
 MAX_CONFIG_CHARS = 20_000
@@ -141,6 +142,9 @@ def build_page(files: RunFiles, options: ReportOptions, policy: ErrorPolicy) -> 
         Section("headline", "Before and after", render_headline(evaluations)),
         Section("overview", "Run", _overview(files, counts, policy)),
     ]
+    rounds = read_summary(files.root)
+    if rounds is not None:  # iterative BPO (`bpo run` with rounds.count > 1)
+        sections.insert(1, Section("rounds", "Rounds", render_rounds(rounds)))
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return page(f"bpo report: {files.root.resolve().name}", f"{files.root} · {created}", sections)
 

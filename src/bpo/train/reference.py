@@ -93,7 +93,10 @@ def reference_fingerprint(recipe: Recipe, data_fingerprint: str, *, mixed_precis
     parts: list[Any] = [
         REFERENCE_VERSION,
         data_fingerprint,
-        model_fingerprint(model.name, model.revision),
+        # The reference's own weights: train.reference_model's, else the policy's start.
+        model_fingerprint(recipe.train.reference_model, None)
+        if recipe.train.reference_model
+        else model_fingerprint(model.name, model.revision),
         model.dtype,
         model.attn_implementation,
         mixed_precision,

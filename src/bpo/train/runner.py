@@ -266,6 +266,13 @@ def train(
         _say(f"bpo train: {check_weakened(prepared.dataset, recipe)}")
 
     model = load_model(recipe.model)
+    # train.reference_model: the reference is that model, not the policy with its adapter
+    # disabled (TRL's `ref_model`; `bpo run`'s rounds.reference: base).
+    ref_model = None
+    if recipe.train.reference_model:
+        ref_model = load_model(
+            dataclasses.replace(recipe.model, name=recipe.train.reference_model, revision=None)
+        )
     lora = peft_config(recipe, model)
     if lora is None:
         freeze_for_full_finetuning(model, recipe)
@@ -301,6 +308,7 @@ def train(
             image_conditional=bool(image_terms.conditional_weight),
         ),
         peft_config=lora,
+        ref_model=ref_model,
         callbacks=[MetricsLogger(run_dir / METRICS_NAME), ConsoleProgress(), *callbacks],
         reference_cache=reference_folder,
         reference_batch_size=recipe.train.reference_batch_size,
