@@ -109,5 +109,7 @@ def test_a_subset_of_variants_always_runs_bpo_both_and_unknown_names_are_refused
 
     assert _chosen_variants(["bpo-mdpo"]) == {"bpo-mdpo", "bpo-both"}
     assert _chosen_variants(None) == set(VARIANTS) - {"base"}
-    with pytest.raises(ConfigError, match="unknown ablation variant.s. bpo-magic; valid: sft-all"):
+    with pytest.raises(
+        ConfigError, match=r"unknown ablation variant\(s\) bpo-magic; valid: sft-all"
+    ):
         _chosen_variants(["bpo-magic"])
