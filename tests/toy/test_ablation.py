@@ -66,6 +66,8 @@ def test_fast_ablation_trains_and_scores_every_variant(tmp_path, capsys):
         "bpo-hardest",
         "bpo-mdpo",
         "bpo-mdpo-hardest",
+        "bpo-rounds2",
+        "bpo-rounds3",
         "sft-matched",
         "sft-all",
     ]
@@ -96,6 +98,15 @@ def test_fast_ablation_trains_and_scores_every_variant(tmp_path, capsys):
         config = (cell / name / "config.yaml").read_text()
         assert "loss_type:\n  - sft" in config or "loss_type: [sft]" in config, name
         assert (cell / name / "eval" / "bpo-validation" / "toy.json").exists()
+    # Rounds: the row is the last round's model; round 2 bootstrapped from round 1's.
+    rows = {run["variant"]: run for run in result["runs"]}
+    assert rows["bpo-rounds3"]["run"] == str(cell / "bpo-rounds3" / "round-3")
+    first = json.loads(
+        (cell / "bpo-rounds3" / "round-2" / "negatives" / "image-weakening.jsonl")
+        .read_text()
+        .splitlines()[0]
+    )
+    assert first["params"]["model"].endswith("round-1/model")
     # A rerun resumes: nothing is trained again and the table is the same.
     before = (out / "ablation.md").read_text()
     assert main([*argv, "--base-seeds", "0", "--preference-seeds", "0"]) == 0

@@ -12,13 +12,13 @@ Re-running with the same --out resumes. Recipe overrides as for `bpo run`.
 Example:
   bpo demo --out runs/demo
   bpo demo --out runs/demo-lr train.learning_rate=1e-4
-  bpo demo --ablate --out runs/ablate   # 9 variants x 2 base seeds x 3 preference seeds
+  bpo demo --ablate --out runs/ablate   # 11 variants x 2 base seeds x 3 preference seeds
 
 `--ablate` compares the base, SFT on all gold answers, SFT on the selected pairs'
 gold answers, BPO with each strategy and both, and BPO with hardest negatives, with mDPO's
-image-conditional term and anchor, and with both (`bpo.toy.ablation`); it trains 8 models
-per base and preference seed, so it takes about an hour per base seed on a CPU
-(`--variants` runs a subset).
+image-conditional term and anchor, with both, and in 2 and 3 rounds (`bpo.toy.ablation`);
+it trains 13 models per base and preference seed, so it takes hours on a CPU (`--variants`
+runs a subset).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="VARIANT",
         help="run only these trained variants (and bpo-both, which the others share): "
         "sft-all sft-matched bpo-noise bpo-inject bpo-both bpo-hardest bpo-mdpo "
-        "bpo-mdpo-hardest (default: all)",
+        "bpo-mdpo-hardest bpo-rounds2 bpo-rounds3 (default: all)",
     )
 
 

@@ -15,6 +15,9 @@ batch order), these variants on the same test scenes:
     bpo-mdpo      bpo-both's pairs, with mDPO's image-conditional term and anchor
                   (weights 1 and 1, delta 0: mDPO's, fixed before any run)
     bpo-mdpo-hardest  both of the last two
+    bpo-rounds2/3 bpo-both's recipe in 2 or 3 rounds (`bpo.pipeline.rounds`), each round
+                  bootstrapped from the last one's model; every round trains as many
+                  steps as the other variants, so the budget is 2 or 3 times theirs
 
 Each trained variant is an ordinary `bpo run` folder under
 ``OUT/base<B>/seed<P>/<variant>``; SFT is the same `bpo train` with TRL's ``sft``
@@ -52,7 +55,10 @@ BPO_STRATEGIES = {
 HARDEST = ["train.select=hardest", "train.select_k=1"]
 MDPO = ["train.image_conditional_weight=1.0", "train.anchor_weight=1.0", "train.anchor_delta=0"]
 ON_BOTH_PAIRS = {"bpo-hardest": HARDEST, "bpo-mdpo": MDPO, "bpo-mdpo-hardest": MDPO + HARDEST}
-BPO_VARIANTS = (*BPO_STRATEGIES, *ON_BOTH_PAIRS)
+# Iterative BPO (`bpo.pipeline.rounds`): the demo's recipe in rounds, each round's
+# negatives bootstrapped from the previous round's model, the reference the previous one.
+ROUNDS = {"bpo-rounds2": ["rounds.count=2"], "bpo-rounds3": ["rounds.count=3"]}
+BPO_VARIANTS = (*BPO_STRATEGIES, *ON_BOTH_PAIRS, *ROUNDS)
 VARIANTS = ("base", "sft-all", "sft-matched", *BPO_VARIANTS)
 SFT_LOSS = "train.loss_type=[sft]"
 TRAINED_STAGES = ("bootstrap", "pairs", "train", "export", "eval")
@@ -279,6 +285,7 @@ def run_ablation(
                 )
             ]
             plans += [(name, settings, SFT_STAGES) for name, settings in ON_BOTH_PAIRS.items()]
+            plans += [(name, settings, TRAINED_STAGES) for name, settings in ROUNDS.items()]
             plans += [(name, [SFT_LOSS], SFT_STAGES) for name in ("sft-matched", "sft-all")]
             plans = [plan for plan in plans if plan[0] in chosen]
             both = cell / "bpo-both"
@@ -286,19 +293,25 @@ def run_ablation(
                 run_dir = cell / name
                 _say(f"base seed {base_seed}, preference seed {preference_seed}: {name}")
                 recipe = load_recipe(toy_recipe_path(), [*common, *settings])
+                rounds = name in ROUNDS
                 run = run_pipeline(
                     recipe,
                     run_dir,
                     stages=stages,
                     progress=progress,
                     after_eval=toy_measures,
-                    prepare=functools.partial(_share, variant=name, both=both, samples=samples),
+                    # A run of rounds bootstraps every round itself (from its own model).
+                    prepare=None
+                    if rounds
+                    else functools.partial(_share, variant=name, both=both, samples=samples),
                 )
-                _validation_measures(run, "base", str(base), world)
+                if not rounds:  # the base model's row comes from bpo-both's folder
+                    _validation_measures(run, "base", str(base), world)
                 _validation_measures(run, "bpo", str(run.path("model")), world)
                 if name == "bpo-both":
                     runs.append(_row(base_seed, preference_seed, "base", run_dir, "base"))
-                runs.append(_row(base_seed, preference_seed, name, run_dir, "bpo"))
+                # run.dir: with rounds, the last round's folder (its model and measures).
+                runs.append(_row(base_seed, preference_seed, name, run.dir, "bpo"))
     summary = summarize(runs)
     result = {"runs": runs, "summary": summary, "best_bpo": best_bpo(summary)}
     write_text(root / "ablation.json", json.dumps(result, indent=2) + "\n")
