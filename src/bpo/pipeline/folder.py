@@ -43,6 +43,30 @@ def round_folders(run_dir: str | os.PathLike[str]) -> list[Path]:
     return [path for _, path in sorted(found) if path.is_dir()]
 
 
+def run_settings(recipe: Recipe) -> dict[str, Any]:
+    """A run's settings record: the recipe's result settings, less the paths the run sets."""
+    settings = result_settings(recipe)
+    for key in ("data.pairs", "data.image_root"):  # the run sets them to its own
+        settings.pop(key, None)
+    return settings
+
+
+def refuse_foreign(folder: Path, allowed: Sequence[str]) -> None:
+    """Refuse a folder holding entries a run does not write (hidden ones aside)."""
+    if not folder.is_dir():
+        return
+    foreign = sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if entry.name not in allowed and not entry.name.startswith(".")
+    )
+    if foreign:
+        raise ConfigError(
+            f"{folder} holds files that are not a bpo run ({', '.join(foreign[:5])}); "
+            "give another --out"
+        )
+
+
 class Run:
     """A run folder and its stage markers."""
 
@@ -97,9 +121,7 @@ class Run:
 
     def provenance(self, *, overwrite: bool = False) -> Provenance:
         """The run's settings record: the whole recipe, less what cannot change a result."""
-        settings = result_settings(self.recipe)
-        for key in ("data.pairs", "data.image_root"):  # the run sets them to its own
-            settings.pop(key, None)
+        settings = run_settings(self.recipe)
         if self.recorded_model is not None:
             settings["model.name"] = self.recorded_model
         return Provenance(
@@ -128,16 +150,7 @@ class Run:
                 f"{self.dir} holds a run of several rounds (rounds.count above 1): give "
                 "its rounds.count, or another --out"
             )
-        if provenance.recorded() is None and self.dir.is_dir():
-            foreign = sorted(
-                entry.name
-                for entry in self.dir.iterdir()
-                if entry.name not in (*RUN_ENTRIES, *keep) and not entry.name.startswith(".")
-            )
-            if foreign:
-                raise ConfigError(
-                    f"{self.dir} holds files that are not a bpo run ({', '.join(foreign[:5])}); "
-                    "give another --out"
-                )
+        if provenance.recorded() is None:
+            refuse_foreign(self.dir, (*RUN_ENTRIES, *keep))
         provenance.check()  # another command's folder, or other settings: refused
         return provenance

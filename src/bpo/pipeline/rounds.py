@@ -32,11 +32,11 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bpo.config import Recipe, result_settings, save_recipe
+from bpo.config import Recipe, save_recipe
 from bpo.console import say
 from bpo.errors import ConfigError
 from bpo.fsio import write_text
-from bpo.pipeline.folder import RUN_ENTRIES, Run, round_folders
+from bpo.pipeline.folder import RUN_ENTRIES, Run, refuse_foreign, round_folders, run_settings
 from bpo.provenance import Provenance, folder_record
 
 # What a run of several rounds writes in its folder besides round-K/ and its record.
@@ -140,9 +140,7 @@ def run_rounds(
 
 def _provenance(recipe: Recipe, root: Path, *, overwrite: bool, keep: Sequence[str]) -> Provenance:
     """The run's settings record, after refusing a folder that holds something else."""
-    settings = result_settings(recipe)
-    for key in ("data.pairs", "data.image_root"):  # each round sets them to its own
-        settings.pop(key, None)
+    settings = run_settings(recipe)
     planned = [root / f"round-{number}" for number in range(1, recipe.rounds.count + 1)]
     provenance = Provenance(
         stage="run",
@@ -158,22 +156,14 @@ def _provenance(recipe: Recipe, root: Path, *, overwrite: bool, keep: Sequence[s
         overwrite=overwrite,
     )
     if root.is_dir() and not overwrite:
-        names = {p.name for p in (*planned, *round_folders(root))}
-        foreign = sorted(
-            entry.name
-            for entry in root.iterdir()
-            if entry.name not in (*ROUNDS_ENTRIES, *names, *keep) and not entry.name.startswith(".")
-        )
         if (root / "stages").is_dir():
             raise ConfigError(
                 f"{root} holds a run of one round (rounds.count: 1): give rounds.count=1, "
                 "another --out, or --overwrite to replace it"
             )
-        if foreign and provenance.recorded() is None:
-            raise ConfigError(
-                f"{root} holds files that are not a bpo run ({', '.join(foreign[:5])}); "
-                "give another --out"
-            )
+        if provenance.recorded() is None:
+            names = [p.name for p in (*planned, *round_folders(root))]
+            refuse_foreign(root, (*ROUNDS_ENTRIES, *names, *keep))
     provenance.check()
     return provenance
 
