@@ -289,3 +289,42 @@ def test_one_round_and_rounds_do_not_mix_unless_overwritten(
     one_round = [a for a in run_args(workspace, run) if a != "rounds.count=2"]
     assert main([*one_round, "--overwrite", "--stages", "report"]) == 0
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "report.html", "settings.json"]
+
+
+def test_rounds_start_from_a_copy_of_a_one_round_run_of_the_same_settings(
+    two_rounds: Path, workspace: Workspace, tmp_path: Path
+) -> None:
+    from bpo.config import load_recipe
+    from bpo.errors import ConfigError
+    from bpo.pipeline.rounds import run_rounds
+
+    one_round = tmp_path / "one"
+    argv = [
+        a if a != "rounds.count=2" else "rounds.count=1" for a in run_args(workspace, one_round)
+    ]
+    assert main(argv) == 0
+    overrides = [a for a in run_args(workspace, tmp_path)[2:] if "=" in a]
+    stages = ("bootstrap", "pairs", "train", "export", "eval")
+
+    # Other settings than round 1's: refused before a byte is written.
+    other = tmp_path / "other"
+    recipe = load_recipe(RECIPES / "tiny.yaml", [*overrides, "train.beta=0.3"])
+    with pytest.raises(ConfigError, match=r"train\.beta"):
+        run_rounds(recipe, other, stages=stages, progress=False, first_round=one_round)
+    assert not other.exists()
+
+    run = tmp_path / "run"
+    recipe = load_recipe(RECIPES / "tiny.yaml", overrides)
+    run_rounds(recipe, run, stages=stages, progress=False, first_round=one_round)
+    # Round 1 is the copy (not trained again); round 2 trains from it as it would have.
+    for rel in ("model/model.safetensors", "train/metrics.jsonl", "pairs.jsonl"):
+        assert (run / "round-1" / rel).read_bytes() == (one_round / rel).read_bytes(), rel
+    second = jsonl(run / "round-2" / "negatives" / "image-weakening.jsonl")
+    assert {n["params"]["model"] for n in second} == {str((run / "round-1" / "model").resolve())}
+    rel = "round-2/model/model.safetensors"
+    assert (run / rel).read_bytes() == (two_rounds / rel).read_bytes()
+    losses = [
+        [row["loss"] for row in jsonl(root / "round-2/train/metrics.jsonl") if "loss" in row]
+        for root in (run, two_rounds)
+    ]
+    assert losses[0] == losses[1] and len(losses[0]) == 4

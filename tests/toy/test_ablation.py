@@ -66,10 +66,11 @@ def test_fast_ablation_trains_and_scores_every_variant(tmp_path, capsys):
         "bpo-hardest",
         "bpo-mdpo",
         "bpo-mdpo-hardest",
-        "bpo-rounds2",
-        "bpo-rounds3",
         "sft-matched",
         "sft-all",
+        "bpo-rounds2",
+        "bpo-rounds3",
+        "bpo-combined",
     ]
     assert set(result["summary"]) == set(VARIANTS)
     for run in result["runs"]:
@@ -98,15 +99,25 @@ def test_fast_ablation_trains_and_scores_every_variant(tmp_path, capsys):
         config = (cell / name / "config.yaml").read_text()
         assert "loss_type:\n  - sft" in config or "loss_type: [sft]" in config, name
         assert (cell / name / "eval" / "bpo-validation" / "toy.json").exists()
-    # Rounds: the row is the last round's model; round 2 bootstrapped from round 1's.
+    # Rounds: a row is its round's model; round 2 bootstrapped from round 1's, and round 1
+    # is the one-round run of the same recipe (copied, not trained again).
     rows = {run["variant"]: run for run in result["runs"]}
-    assert rows["bpo-rounds3"]["run"] == str(cell / "bpo-rounds3" / "round-3")
-    first = json.loads(
-        (cell / "bpo-rounds3" / "round-2" / "negatives" / "image-weakening.jsonl")
-        .read_text()
-        .splitlines()[0]
-    )
-    assert first["params"]["model"].endswith("round-1/model")
+    assert rows["bpo-rounds2"]["run"] == str(cell / "bpo-rounds" / "round-2")
+    assert rows["bpo-rounds3"]["run"] == str(cell / "bpo-rounds" / "round-3")
+    assert rows["bpo-combined"]["run"] == str(cell / "bpo-combined" / "round-2")
+    for folder, origin in (("bpo-rounds", "bpo-both"), ("bpo-combined", "bpo-mdpo-hardest")):
+        first = json.loads(
+            (cell / folder / "round-2" / "negatives" / "image-weakening.jsonl")
+            .read_text()
+            .splitlines()[0]
+        )
+        assert first["params"]["model"] == str((cell / folder / "round-1" / "model").resolve())
+        for name in ("model/model.safetensors", "train/metrics.jsonl"):
+            copied = (cell / folder / "round-1" / name).read_bytes()
+            assert copied == (cell / origin / name).read_bytes(), (folder, name)
+    combined = read_metrics(cell / "bpo-combined" / "round-2" / "train" / "metrics.jsonl")
+    assert all("image_conditional/loss" in row for row in combined if "loss" in row)
+    assert (cell / "bpo-combined" / "round-2" / "train" / "reference_margins.json").exists()
     # A rerun resumes: nothing is trained again and the table is the same.
     before = (out / "ablation.md").read_text()
     assert main([*argv, "--base-seeds", "0", "--preference-seeds", "0"]) == 0

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="VARIANT",
         help="run only these trained variants (and bpo-both, which the others share): "
         "sft-all sft-matched bpo-noise bpo-inject bpo-both bpo-hardest bpo-mdpo "
-        "bpo-mdpo-hardest bpo-rounds2 bpo-rounds3 (default: all)",
+        "bpo-mdpo-hardest bpo-rounds2 bpo-rounds3 bpo-combined (default: all)",
     )
 
 

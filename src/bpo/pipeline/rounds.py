@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from bpo.console import say
 from bpo.errors import ConfigError
 from bpo.fsio import write_text
 from bpo.pipeline.folder import RUN_ENTRIES, Run, refuse_foreign, round_folders, run_settings
-from bpo.provenance import Provenance, folder_record
+from bpo.provenance import RECORD_NAME, Provenance, folder_record
 
 # What a run of several rounds writes in its folder besides round-K/ and its record.
 ROUNDS_ENTRIES = ("config.yaml", "rounds.json", "report.html")
@@ -84,6 +85,7 @@ def run_rounds(
     after_eval: Callable[[Run, str], None] | None = None,
     overwrite: bool = False,
     keep: Sequence[str] = (),
+    first_round: str | os.PathLike[str] | None = None,
 ) -> Run:
     """Run ``recipe.rounds.count`` rounds into ``run_dir/round-K/`` (see the module docstring).
 
@@ -96,6 +98,9 @@ def run_rounds(
         after_eval: as `bpo.pipeline.run_pipeline`'s, called in each round.
         overwrite: replace a run made with other settings instead of refusing.
         keep: names of entries the caller put in `run_dir` itself.
+        first_round: a one-round run folder of the same settings as round 1 (checked):
+            a round 1 not yet started starts as a copy of it (the ablation shares
+            bpo-both's run so).
 
     Returns:
         The last round run.
@@ -119,9 +124,15 @@ def run_rounds(
         for run in rounds:
             if run.dir.is_dir():
                 run.check()
+    first = None
+    if first_round is not None and not rounds[0].path("stages").is_dir():
+        first = Path(first_round)
+        Run(rounds[0].recipe, first).check()  # the same settings as round 1
     check_stages(recipe, stages)
     provenance.commit()
     save_recipe(recipe, root / "config.yaml")
+    if first is not None:
+        _copy_run(first, rounds[0].dir)
     last = rounds[0]
     for number, run in enumerate(rounds, start=1):
         if number > 1 and not rounds[number - 2].done("export"):
@@ -136,6 +147,25 @@ def run_rounds(
 
         _say(f"report: {write_report(root)}")
     return last
+
+
+def _copy_run(origin: Path, target: Path) -> None:
+    """Copy run folder `origin` into `target`: each entry staged whole, the settings record
+    first and the stage markers last, so a crash leaves a round that resumes (or copies on)."""
+    from bpo.fsio import atomic_dir, atomic_write
+
+    order = {RECORD_NAME: 0, "stages": 2}
+    entries = [entry for entry in origin.iterdir() if not entry.name.startswith(".")]
+    for entry in sorted(entries, key=lambda entry: (order.get(entry.name, 1), entry.name)):
+        destination = target / entry.name
+        if destination.exists():
+            continue
+        if entry.is_dir():
+            with atomic_dir(destination) as staging:
+                shutil.copytree(entry, staging, dirs_exist_ok=True)
+        else:
+            with open(entry, "rb") as reader, atomic_write(destination, "wb") as writer:
+                shutil.copyfileobj(reader, writer)
 
 
 def _provenance(recipe: Recipe, root: Path, *, overwrite: bool, keep: Sequence[str]) -> Provenance:

@@ -18,14 +18,20 @@ batch order), these variants on the same test scenes:
     bpo-rounds2/3 bpo-both's recipe in 2 or 3 rounds (`bpo.pipeline.rounds`), each round
                   bootstrapped from the last one's model; every round trains as many
                   steps as the other variants, so the budget is 2 or 3 times theirs
+    bpo-combined  the levers together: bpo-mdpo-hardest's recipe in 2 rounds
 
 Each trained variant is an ordinary `bpo run` folder under
 ``OUT/base<B>/seed<P>/<variant>``; SFT is the same `bpo train` with TRL's ``sft``
 loss (the NLL term BPO's RPO loss already holds, without the preference term).
 The variants of a cell share what they can: bpo-noise and bpo-inject resume from
 bpo-both's negatives (the same seeds give the same negatives); sft-matched and the
-variants of the training loss train on bpo-both's pairs file. ``variants`` runs a
-subset (bpo-both always, as the others share its outputs).
+variants of the training loss train on bpo-both's pairs file (its negatives and
+stage markers copied too, so the folder is a whole run of their recipe). A run of
+rounds starts from a copy of the one-round run its first round is (bpo-both's, or
+bpo-mdpo-hardest's for bpo-combined: ``run_rounds(first_round=...)``), and bpo-rounds2 and
+bpo-rounds3 are rounds 2 and 3 of one run (``bpo-rounds``): a round's outputs do
+not depend on how many follow it. ``variants`` runs a subset (bpo-both always, as
+the others share its outputs, and what a chosen variant starts from).
 
 Choices are made on the validation split: every model also captions the
 validation scenes (``eval/<label>-validation``), and the best BPO variant is the
@@ -55,9 +61,16 @@ BPO_STRATEGIES = {
 HARDEST = ["train.select=hardest", "train.select_k=1"]
 MDPO = ["train.image_conditional_weight=1.0", "train.anchor_weight=1.0", "train.anchor_delta=0"]
 ON_BOTH_PAIRS = {"bpo-hardest": HARDEST, "bpo-mdpo": MDPO, "bpo-mdpo-hardest": MDPO + HARDEST}
-# Iterative BPO (`bpo.pipeline.rounds`): the demo's recipe in rounds, each round's
-# negatives bootstrapped from the previous round's model, the reference the previous one.
-ROUNDS = {"bpo-rounds2": ["rounds.count=2"], "bpo-rounds3": ["rounds.count=3"]}
+# Iterative BPO (`bpo.pipeline.rounds`), each round's negatives bootstrapped from the
+# previous round's model, the reference the previous one. A run of rounds: its folder,
+# the one-round variant its round 1 is (copied from there) and that variant's overrides.
+ROUND_RUNS = {"bpo-rounds": ("bpo-both", []), "bpo-combined": ("bpo-mdpo-hardest", MDPO + HARDEST)}
+# Each variant of rounds: (its run of rounds, the round whose model it is).
+ROUNDS = {
+    "bpo-rounds2": ("bpo-rounds", 2),
+    "bpo-rounds3": ("bpo-rounds", 3),
+    "bpo-combined": ("bpo-combined", 2),
+}
 BPO_VARIANTS = (*BPO_STRATEGIES, *ON_BOTH_PAIRS, *ROUNDS)
 VARIANTS = ("base", "sft-all", "sft-matched", *BPO_VARIANTS)
 SFT_LOSS = "train.loss_type=[sft]"
@@ -121,10 +134,20 @@ def _share(run: Run, variant: str, both: Path, samples: Path) -> None:
         _copy_missing(
             both, run.dir, ["pairs.jsonl", "pairs.stats.json", "pairs.jsonl.settings.json"]
         )
+        if variant in ON_BOTH_PAIRS:  # a whole run of its recipe: a run of rounds starts here
+            _copy_missing(
+                both / "negatives", run.path("negatives"), sorted(_names(both / "negatives"))
+            )
+            markers = [f"bootstrap-{name}.json" for name in BPO_STRATEGIES["bpo-both"]]
+            _copy_missing(both / "stages", run.path("stages"), [*markers, "pairs.json"])
     elif variant == "sft-all":
         _gold_pairs(samples, run.path("pairs.jsonl"))
     if variant != "bpo-both":  # the base model's answers are the same in every run
         _share_base_eval(both, run.dir)
+
+
+def _names(folder: Path) -> list[str]:
+    return [path.name for path in folder.iterdir() if path.is_file()] if folder.is_dir() else []
 
 
 def _gold_pairs(samples_path: Path, out: Path) -> None:
@@ -284,8 +307,7 @@ def run_ablation(
                     BPO_STRATEGIES.items(), key=lambda item: item[0] != "bpo-both"
                 )
             ]
-            plans += [(name, settings, SFT_STAGES) for name, settings in ON_BOTH_PAIRS.items()]
-            plans += [(name, settings, TRAINED_STAGES) for name, settings in ROUNDS.items()]
+            plans += [(name, settings, TRAINED_STAGES) for name, settings in ON_BOTH_PAIRS.items()]
             plans += [(name, [SFT_LOSS], SFT_STAGES) for name in ("sft-matched", "sft-all")]
             plans = [plan for plan in plans if plan[0] in chosen]
             both = cell / "bpo-both"
@@ -293,25 +315,25 @@ def run_ablation(
                 run_dir = cell / name
                 _say(f"base seed {base_seed}, preference seed {preference_seed}: {name}")
                 recipe = load_recipe(toy_recipe_path(), [*common, *settings])
-                rounds = name in ROUNDS
                 run = run_pipeline(
                     recipe,
                     run_dir,
                     stages=stages,
                     progress=progress,
                     after_eval=toy_measures,
-                    # A run of rounds bootstraps every round itself (from its own model).
-                    prepare=None
-                    if rounds
-                    else functools.partial(_share, variant=name, both=both, samples=samples),
+                    prepare=functools.partial(_share, variant=name, both=both, samples=samples),
                 )
-                if not rounds:  # the base model's row comes from bpo-both's folder
-                    _validation_measures(run, "base", str(base), world)
+                # Every model's row; the base model's comes from bpo-both's folder.
+                _validation_measures(run, "base", str(base), world)
                 _validation_measures(run, "bpo", str(run.path("model")), world)
                 if name == "bpo-both":
                     runs.append(_row(base_seed, preference_seed, "base", run_dir, "base"))
-                # run.dir: with rounds, the last round's folder (its model and measures).
-                runs.append(_row(base_seed, preference_seed, name, run.dir, "bpo"))
+                runs.append(_row(base_seed, preference_seed, name, run_dir, "bpo"))
+            for folder, (_, settings) in ROUND_RUNS.items():
+                runs += _rounds(
+                    chosen, folder, cell, [*common, *settings], world,
+                    (base_seed, preference_seed), progress=progress,
+                )  # fmt: skip
     summary = summarize(runs)
     result = {"runs": runs, "summary": summary, "best_bpo": best_bpo(summary)}
     write_text(root / "ablation.json", json.dumps(result, indent=2) + "\n")
@@ -319,6 +341,40 @@ def run_ablation(
     write_text(root / "ablation.md", table + "\n")
     print(table)
     return result
+
+
+def _rounds(
+    chosen: set[str],
+    folder: str,
+    cell: Path,
+    overrides: list[str],
+    world: Any,
+    seeds: tuple[int, int],
+    *,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """The run of rounds `folder` of a cell, as far as its chosen variants need; their rows."""
+    from bpo.config import load_recipe
+    from bpo.pipeline.rounds import run_rounds
+    from bpo.toy.demo import toy_measures, toy_recipe_path
+
+    wanted = {name: k for name, (run, k) in ROUNDS.items() if run == folder and name in chosen}
+    if not wanted:
+        return []
+    count = max(wanted.values())
+    _say(f"base seed {seeds[0]}, preference seed {seeds[1]}: {folder}, {count} rounds")
+    run_dir, first = cell / folder, cell / ROUND_RUNS[folder][0]
+    recipe = load_recipe(toy_recipe_path(), [*overrides, f"rounds.count={count}"])
+    run_rounds(
+        recipe, run_dir, stages=TRAINED_STAGES, progress=progress, after_eval=toy_measures,
+        first_round=first if (first / "stages" / "eval-bpo.json").exists() else None,
+    )  # fmt: skip
+    rows = []
+    for name, number in wanted.items():
+        round_run = Run(recipe, run_dir / f"round-{number}")
+        _validation_measures(round_run, "bpo", str(round_run.path("model")), world)
+        rows.append(_row(*seeds, name, round_run.dir, "bpo"))
+    return rows
 
 
 def _chosen_variants(variants: Sequence[str] | None) -> set[str]:
@@ -333,7 +389,11 @@ def _chosen_variants(variants: Sequence[str] | None) -> set[str]:
         raise ConfigError(
             f"unknown ablation variant(s) {', '.join(unknown)}; valid: {', '.join(trained)}"
         )
-    return {*variants, "bpo-both"}
+    chosen = {*variants, "bpo-both"}
+    for name in variants:  # what a run of rounds starts from
+        if name in ROUNDS:
+            chosen.add(ROUND_RUNS[ROUNDS[name][0]][0])
+    return chosen
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
