@@ -10,7 +10,7 @@ batch order), these variants on the same test scenes:
                   selection, the same steps: what selection alone buys)
     bpo-noise     DPO on image-weakened negatives only
     bpo-inject    DPO on co-occurrence injection only
-    bpo-both      DPO on both (the demo's recipe)
+    bpo-both      DPO on both (the paper's loss: the demo's recipe without mDPO's terms)
     bpo-hardest   bpo-both's pairs, only the hardest per sample (train.select hardest, k 1)
     bpo-mdpo      bpo-both's pairs, with mDPO's image-conditional term and anchor
                   (weights 1 and 1, delta 0: mDPO's, fixed before any run)
@@ -60,6 +60,8 @@ BPO_STRATEGIES = {
 # Variants of the training loss or selection on bpo-both's pairs: their recipe overrides.
 HARDEST = ["train.select=hardest", "train.select_k=1"]
 MDPO = ["train.image_conditional_weight=1.0", "train.anchor_weight=1.0", "train.anchor_delta=0"]
+# Every variant starts from the paper's loss: the toy recipe (the demo's) adds mDPO's terms.
+PAPER = ["train.image_conditional_weight=0", "train.anchor_weight=0", "train.anchor_delta=0"]
 ON_BOTH_PAIRS = {"bpo-hardest": HARDEST, "bpo-mdpo": MDPO, "bpo-mdpo-hardest": MDPO + HARDEST}
 # Iterative BPO (`bpo.pipeline.rounds`), each round's negatives bootstrapped from the
 # previous round's model, the reference the previous one. A run of rounds: its folder,
@@ -298,6 +300,7 @@ def run_ablation(
                 f"eval.pope={world.pope_path('test', 'counterfactual')}",
                 f"eval.image_root={world_dir}",
                 *(f"{key}.seed={preference_seed}" for key in ("bootstrap", "pairs", "train")),
+                *PAPER,
                 *(FAST_RECIPE if fast else ()),
                 *overrides,
             ]
