@@ -35,8 +35,3 @@ def test_fast_demo_writes_every_artifact(tmp_path, capsys):
     assert weakened["params"]["distortion"]["kind"] == "diffusion"
     stats = json.loads((out / "pairs.stats.json").read_text())
     assert stats["options"]["require_absent_object"] is True
-    # The demo's recipe is the ablation's best BPO variant: mDPO's terms on top of BPO's loss.
-    rows = [json.loads(line) for line in (out / "train/metrics.jsonl").read_text().splitlines()]
-    assert all(
-        "image_conditional/loss" in row and "anchor/loss" in row for row in rows if "loss" in row
-    )

@@ -10,7 +10,7 @@ batch order), these variants on the same test scenes:
                   selection, the same steps: what selection alone buys)
     bpo-noise     DPO on image-weakened negatives only
     bpo-inject    DPO on co-occurrence injection only
-    bpo-both      DPO on both (the paper's loss: the demo's recipe without mDPO's terms)
+    bpo-both      DPO on both (the demo's recipe: the paper's loss)
     bpo-hardest   bpo-both's pairs, only the hardest per sample (train.select hardest, k 1)
     bpo-mdpo      bpo-both's pairs, with mDPO's image-conditional term and anchor
                   (weights 1 and 1, delta 0: mDPO's, fixed before any run)
@@ -60,7 +60,7 @@ BPO_STRATEGIES = {
 # Variants of the training loss or selection on bpo-both's pairs: their recipe overrides.
 HARDEST = ["train.select=hardest", "train.select_k=1"]
 MDPO = ["train.image_conditional_weight=1.0", "train.anchor_weight=1.0", "train.anchor_delta=0"]
-# Every variant starts from the paper's loss: the toy recipe (the demo's) adds mDPO's terms.
+# Every variant starts from the paper's loss, whatever the toy recipe (the demo's) adds.
 PAPER = ["train.image_conditional_weight=0", "train.anchor_weight=0", "train.anchor_delta=0"]
 ON_BOTH_PAIRS = {"bpo-hardest": HARDEST, "bpo-mdpo": MDPO, "bpo-mdpo-hardest": MDPO + HARDEST}
 # Iterative BPO (`bpo.pipeline.rounds`), each round's negatives bootstrapped from the
