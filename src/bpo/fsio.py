@@ -120,3 +120,23 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def copy_missing(
+    source: str | os.PathLike[str], target: str | os.PathLike[str], names: list[str]
+) -> None:
+    """Copy the entries `names` of folder `source` that `target` lacks, in that order.
+
+    Each file or folder is staged (`atomic_write`, `atomic_dir`), so a crash leaves
+    every entry whole or absent, and a rerun copies on where it stopped.
+    """
+    for name in names:
+        origin, destination = Path(source) / name, Path(target) / name
+        if not origin.exists() or destination.exists():
+            continue
+        if origin.is_dir():
+            with atomic_dir(destination) as staging:
+                shutil.copytree(origin, staging, dirs_exist_ok=True)
+        else:
+            with open(origin, "rb") as reader, atomic_write(destination, "wb") as writer:
+                shutil.copyfileobj(reader, writer)

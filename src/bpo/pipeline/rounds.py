@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -150,22 +149,13 @@ def run_rounds(
 
 
 def _copy_run(origin: Path, target: Path) -> None:
-    """Copy run folder `origin` into `target`: each entry staged whole, the settings record
-    first and the stage markers last, so a crash leaves a round that resumes (or copies on)."""
-    from bpo.fsio import atomic_dir, atomic_write
+    """Copy run folder `origin` into `target`, the settings record first and the stage
+    markers last, so a crash leaves a round that resumes (or copies on)."""
+    from bpo.fsio import copy_missing
 
     order = {RECORD_NAME: 0, "stages": 2}
-    entries = [entry for entry in origin.iterdir() if not entry.name.startswith(".")]
-    for entry in sorted(entries, key=lambda entry: (order.get(entry.name, 1), entry.name)):
-        destination = target / entry.name
-        if destination.exists():
-            continue
-        if entry.is_dir():
-            with atomic_dir(destination) as staging:
-                shutil.copytree(entry, staging, dirs_exist_ok=True)
-        else:
-            with open(entry, "rb") as reader, atomic_write(destination, "wb") as writer:
-                shutil.copyfileobj(reader, writer)
+    names = [entry.name for entry in origin.iterdir() if not entry.name.startswith(".")]
+    copy_missing(origin, target, sorted(names, key=lambda name: (order.get(name, 1), name)))
 
 
 def _provenance(recipe: Recipe, root: Path, *, overwrite: bool, keep: Sequence[str]) -> Provenance:

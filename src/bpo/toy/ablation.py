@@ -45,11 +45,11 @@ import functools
 import json
 import math
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bpo.fsio import copy_missing
 from bpo.pipeline import Run, run_pipeline
 
 BPO_STRATEGIES = {
@@ -96,31 +96,15 @@ def _say(message: str) -> None:
     say(f"[bpo demo --ablate] {message}")
 
 
-def _copy_missing(source: Path, target: Path, names: Sequence[str]) -> None:
-    """Copy the files `names` of `source` into `target`, where `target` lacks them."""
-    from bpo.fsio import atomic_write
-
-    for name in names:
-        origin, destination = source / name, target / name
-        if origin.exists() and not destination.exists():
-            with open(origin, "rb") as reader, atomic_write(destination, "wb") as writer:
-                shutil.copyfileobj(reader, writer)
-
-
 def _share_base_eval(source: Path, target: Path) -> None:
     """Give run `target` the base model's evaluation done in run `source`.
 
     The folders first (each staged, so a crash never leaves half of one), the
     stage marker last: a run that has the marker has the results.
     """
-    from bpo.fsio import atomic_dir
-
-    for bench in ("chair", "pope", "toy", "validation"):
-        origin, destination = source / "eval" / f"base-{bench}", target / "eval" / f"base-{bench}"
-        if origin.exists() and not destination.exists():
-            with atomic_dir(destination) as staging:
-                shutil.copytree(origin, staging, dirs_exist_ok=True)
-    _copy_missing(source / "stages", target / "stages", ["eval-base.json"])
+    benches = [f"base-{bench}" for bench in ("chair", "pope", "toy", "validation")]
+    copy_missing(source / "eval", target / "eval", benches)
+    copy_missing(source / "stages", target / "stages", ["eval-base.json"])
 
 
 def _share(run: Run, variant: str, both: Path, samples: Path) -> None:
@@ -131,17 +115,17 @@ def _share(run: Run, variant: str, both: Path, samples: Path) -> None:
             for strategy in BPO_STRATEGIES[variant]
             for suffix in ("", ".log.jsonl", ".settings.json")
         ]
-        _copy_missing(both / "negatives", run.path("negatives"), files)
+        copy_missing(both / "negatives", run.path("negatives"), files)
     elif variant == "sft-matched" or variant in ON_BOTH_PAIRS:
-        _copy_missing(
+        copy_missing(
             both, run.dir, ["pairs.jsonl", "pairs.stats.json", "pairs.jsonl.settings.json"]
         )
         if variant in ON_BOTH_PAIRS:  # a whole run of its recipe: a run of rounds starts here
-            _copy_missing(
+            copy_missing(
                 both / "negatives", run.path("negatives"), sorted(_names(both / "negatives"))
             )
             markers = [f"bootstrap-{name}.json" for name in BPO_STRATEGIES["bpo-both"]]
-            _copy_missing(both / "stages", run.path("stages"), [*markers, "pairs.json"])
+            copy_missing(both / "stages", run.path("stages"), [*markers, "pairs.json"])
     elif variant == "sft-all":
         _gold_pairs(samples, run.path("pairs.jsonl"))
     if variant != "bpo-both":  # the base model's answers are the same in every run
