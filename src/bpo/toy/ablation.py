@@ -121,19 +121,13 @@ def _share(run: Run, variant: str, both: Path, samples: Path) -> None:
             both, run.dir, ["pairs.jsonl", "pairs.stats.json", "pairs.jsonl.settings.json"]
         )
         if variant in ON_BOTH_PAIRS:  # a whole run of its recipe: a run of rounds starts here
-            copy_missing(
-                both / "negatives", run.path("negatives"), sorted(_names(both / "negatives"))
-            )
+            copy_missing(both, run.dir, ["negatives"])
             markers = [f"bootstrap-{name}.json" for name in BPO_STRATEGIES["bpo-both"]]
             copy_missing(both / "stages", run.path("stages"), [*markers, "pairs.json"])
     elif variant == "sft-all":
         _gold_pairs(samples, run.path("pairs.jsonl"))
     if variant != "bpo-both":  # the base model's answers are the same in every run
         _share_base_eval(both, run.dir)
-
-
-def _names(folder: Path) -> list[str]:
-    return [path.name for path in folder.iterdir() if path.is_file()] if folder.is_dir() else []
 
 
 def _gold_pairs(samples_path: Path, out: Path) -> None:
